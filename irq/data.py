@@ -1,0 +1,140 @@
+"""Calibration and evaluation data: loading, validation against the model, batching.
+
+A DataSet holds one array per model input, samples on axis 0, and optional integer labels.
+Arrays from uncompressed ``.npz`` files are memory-mapped, so a large calibration set costs
+page cache, not resident memory.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from irq.errors import DataError
+
+LABEL_KEY = "y"
+
+
+@dataclass
+class DataSet:
+    """Inputs by model input name (N, ...) and optional labels (N,)."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise DataError(f"{self.source}: no input arrays")
+        counts = {k: len(v) for k, v in self.inputs.items()}
+        if len(set(counts.values())) != 1:
+            raise DataError(f"{self.source}: inputs have different sample counts {counts}")
+        if self.labels is not None and len(self.labels) != len(self):
+            raise DataError(f"{self.source}: {len(self.labels)} labels for {len(self)} samples")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def batches(self, batch_size: int = 32) -> Iterator[dict[str, np.ndarray]]:
+        """Yield consecutive batches as fresh float arrays (memory maps are read per batch)."""
+        for start in range(0, len(self), batch_size):
+            yield {k: np.ascontiguousarray(v[start:start + batch_size]) for k, v in self.inputs.items()}
+
+    def take(self, indices: np.ndarray | slice) -> DataSet:
+        """A subset (copied into memory)."""
+        labels = None if self.labels is None else np.asarray(self.labels[indices])
+        return DataSet({k: np.asarray(v[indices]) for k, v in self.inputs.items()}, labels,
+                       f"{self.source}[subset]")
+
+    def head(self, n: int) -> DataSet:
+        """The first ``n`` samples (all if fewer)."""
+        return self.take(slice(0, min(n, len(self))))
+
+    def fingerprint(self) -> str:
+        """A content hash of the arrays and labels (for caches and reports)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k in sorted(self.inputs):
+            a = np.ascontiguousarray(self.inputs[k])
+            h.update(k.encode() + str(a.dtype).encode() + str(a.shape).encode())
+            h.update(memoryview(a).cast("B"))
+        if self.labels is not None:
+            h.update(np.ascontiguousarray(self.labels).tobytes())
+        return h.hexdigest()[:16]
+
+
+def _npz_member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarray | None:
+    """Memory-map an uncompressed .npy member of an .npz; None if it is compressed."""
+    info = zf.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with path.open("rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        offset = f.tell()
+    if dtype.hasobject:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
+
+
+def load_npz(path: Path) -> DataSet:
+    """Load ``x`` (or one key per model input) and optional ``y`` labels from an .npz file."""
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    arrays: dict[str, np.ndarray] = {}
+    with zf:
+        for member in zf.namelist():
+            key = member.removesuffix(".npy")
+            try:
+                arr = _npz_member_memmap(path, zf, member)
+                if arr is None:
+                    with zf.open(member) as fh:
+                        arr = np.lib.format.read_array(fh, allow_pickle=False)
+            except (ValueError, OSError) as e:
+                raise DataError(f"{path}: array {key!r} is unreadable ({e})") from e
+            arrays[key] = arr
+    labels = arrays.pop(LABEL_KEY, None)
+    if not arrays:
+        raise DataError(f"{path}: no input arrays (expected 'x' or one key per model input)")
+    return DataSet(arrays, labels, str(path))
+
+
+def load_data(spec: str | Path | DataSet, **image_options: object) -> DataSet:
+    """Load data from an .npz file or an image folder (see ``irq.images``)."""
+    if isinstance(spec, DataSet):
+        return spec
+    path = Path(spec)
+    if path.is_dir():
+        from irq.images import load_image_folder
+
+        return load_image_folder(path, **image_options)  # type: ignore[arg-type]
+    if path.suffix == ".npz" or not path.suffix:
+        return load_npz(path)
+    raise DataError(f"{path}: unsupported data format (use .npz or a folder of images)")
+
+
+def save_npz(path: Path, data: DataSet) -> None:
+    """Write a DataSet as an uncompressed .npz (memory-mappable on load), atomically."""
+    from irq.io import atomic_path
+
+    arrays = dict(data.inputs)
+    if data.labels is not None:
+        arrays[LABEL_KEY] = np.asarray(data.labels)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)

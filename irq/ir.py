@@ -1,0 +1,94 @@
+"""The irq IR: an onnx-ir model plus irq's quantization annotations.
+
+The graph itself is an ``onnx_ir.Model``; quantization decisions live beside it as data
+(calibrated ranges per value, a precision decision per node) until a mechanics pass
+materialises them as QuantizeLinear/DequantizeLinear nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from irq.qspec import LayerDecision, Scheme, TensorRange
+
+if TYPE_CHECKING:
+    from irq.data import DataSet
+
+
+@dataclass
+class QModel:
+    """A model under compilation and everything the passes have learnt about it."""
+
+    model: ir.Model
+    name: str = "model"
+    scheme: Scheme = field(default_factory=Scheme)
+    ranges: dict[str, TensorRange] = field(default_factory=dict)
+    plan: dict[str, LayerDecision] = field(default_factory=dict)
+    calibration: DataSet | None = None
+    analysis: dict[str, Any] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def graph(self) -> ir.Graph:
+        """The main graph."""
+        return self.model.graph
+
+    def to_proto(self) -> onnx.ModelProto:
+        """Serialize the graph (with any Q/DQ nodes already inserted) to an ONNX proto."""
+        return ir.serde.serialize_model(self.model)
+
+    def to_bytes(self) -> bytes:
+        """The serialized ONNX model as bytes, for in-memory onnxruntime sessions."""
+        return self.to_proto().SerializeToString()
+
+    def clone(self) -> QModel:
+        """A deep copy of the graph with shallow copies of the annotations."""
+        model = ir.serde.deserialize_model(self.to_proto())
+        return dataclasses.replace(self, model=model, ranges=dict(self.ranges),
+                                   plan=dict(self.plan), analysis=dict(self.analysis),
+                                   history=list(self.history))
+
+    def save(self, path: Path) -> None:
+        """Write the graph as one self-contained ONNX file (atomically)."""
+        from irq.io import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_bytes())
+
+
+def node_label(node: ir.Node) -> str:
+    """A stable human-readable name for a node (its name, else op type and first output)."""
+    if node.name:
+        return node.name
+    out = node.outputs[0].name if node.outputs else "?"
+    return f"{node.op_type}:{out}"
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The numpy array behind a value when it is an initializer or Constant output."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain == "":
+        attr = producer.attributes.get("value")
+        if attr is not None:
+            return attr.as_tensor().numpy()
+    return None
+
+
+def float_value_names(graph: ir.Graph) -> list[str]:
+    """Names of float32 activation values (node outputs and graph inputs) in graph order."""
+    names = [v.name for v in graph.inputs if v.dtype == ir.DataType.FLOAT and v.name]
+    for node in graph:
+        for out in node.outputs:
+            if out.name and out.dtype == ir.DataType.FLOAT and out.const_value is None:
+                names.append(out.name)
+    return names

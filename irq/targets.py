@@ -1,0 +1,98 @@
+"""Target presets: for each deployable format, the quantization scheme, pass pipeline and backend.
+
+A target is data. ``irq compile --target T`` runs ``T.pipeline`` over the IR, then hands the
+result to ``T.backend`` with ``T.options``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from irq.errors import InputError
+from irq.qspec import Precision, QType, Scheme
+
+if TYPE_CHECKING:
+    from irq.backends.base import Backend
+
+CLEANUP = "shape-inference,fold-constants,cleanup,fold-bn"
+STATIC = f"{CLEANUP},analyze,calibrate,plan-precision,insert-qdq"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployable target: how to quantize and which backend writes the artifact."""
+
+    name: str
+    backend: str
+    pipeline: str
+    scheme: Scheme = field(default_factory=Scheme)
+    default_precision: Precision = Precision.INT8
+    needs_calibration: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_BACKENDS = {
+    "onnx": "irq.backends.onnx_qdq:OnnxBackend",
+    "tflite": "irq.backends.tflite:TFLiteBackend",
+    "coreml": "irq.backends.coreml:CoreMLBackend",
+}
+
+_S8 = Scheme(activation=QType.INT8, symmetric_activations=False)
+
+TARGETS: dict[str, Target] = {t.name: t for t in [
+    Target("onnx-fp32", "onnx", CLEANUP, default_precision=Precision.FP32,
+           description="plain ONNX, cleaned up, no quantization"),
+    Target("onnx-int8", "onnx", STATIC, Scheme(activation=QType.UINT8), needs_calibration=True,
+           description="static int8 QDQ for onnxruntime on x86 (uint8 activations, int8 weights)"),
+    Target("onnx-int8-arm", "onnx", STATIC, _S8, needs_calibration=True,
+           description="static int8 QDQ for onnxruntime on Arm (int8 activations and weights)"),
+    Target("onnx-fp16", "onnx", f"{CLEANUP},to-fp16", default_precision=Precision.FP16,
+           description="float16 weights and compute, float32 I/O"),
+    Target("onnx-dynamic", "onnx", f"{CLEANUP},analyze,plan-precision,quantize-dynamic",
+           default_precision=Precision.DYNAMIC_INT8,
+           description="dynamic int8: int8 MatMul/Gemm/Conv/RNN weights, float activations"),
+    Target("onnx-int4", "onnx", f"{CLEANUP},analyze,plan-precision,int4-weights",
+           Scheme(weight=QType.INT4), default_precision=Precision.INT4_WEIGHT,
+           description="block-wise int4 MatMul weights (MatMulNBits), float activations"),
+    Target("tflite-int8", "tflite", f"{CLEANUP},analyze,calibrate,plan-precision", _S8,
+           needs_calibration=True, options={"mode": "int8"},
+           description="TFLite full-integer int8 (int8 I/O unless --io float)"),
+    Target("tflite-fp16", "tflite", CLEANUP, default_precision=Precision.FP16,
+           options={"mode": "fp16"}, description="TFLite with float16 weights"),
+    Target("tflite-dynamic", "tflite", f"{CLEANUP},analyze,plan-precision",
+           default_precision=Precision.DYNAMIC_INT8, options={"mode": "dynamic"},
+           description="TFLite dynamic-range: int8 weights, float activations"),
+    Target("tflite-fp32", "tflite", CLEANUP, default_precision=Precision.FP32,
+           options={"mode": "fp32"}, description="TFLite float32, no quantization"),
+    Target("coreml-int8", "coreml", f"{CLEANUP},analyze,plan-precision,insert-qdq{{activations=false}}",
+           default_precision=Precision.INT8_WEIGHT, options={"compute": "fp16"},
+           description="Core ML: int8 per-channel weights, fp16 compute"),
+    Target("coreml-w8a8", "coreml", STATIC, _S8, needs_calibration=True,
+           options={"compute": "fp16"},
+           description="Core ML: int8 weights and activations (iOS 17+)"),
+    Target("coreml-fp16", "coreml", CLEANUP, default_precision=Precision.FP16,
+           options={"compute": "fp16"}, description="Core ML ML Program in float16"),
+    Target("coreml-fp32", "coreml", CLEANUP, default_precision=Precision.FP32,
+           options={"compute": "fp32"}, description="Core ML ML Program in float32"),
+]}
+
+
+def get_target(name: str) -> Target:
+    """The preset called ``name``; InputError listing the known ones otherwise."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise InputError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}") from None
+
+
+def get_backend(name: str) -> Backend:
+    """Instantiate the backend called ``name`` (imported lazily: TensorFlow is slow to load)."""
+    module_name, _, cls_name = _BACKENDS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"backend {name!r} is not available: {e}") from e
+    return getattr(module, cls_name)()
