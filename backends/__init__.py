@@ -1,0 +1,1 @@
+"""Backends: lower the irq IR to ONNX, TFLite and Core ML artifacts, and run them."""

@@ -1,0 +1,1 @@
+"""Frontends: import PyTorch, TensorFlow/Keras and ONNX models into the irq IR."""

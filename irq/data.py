@@ -81,7 +81,7 @@ def _npz_member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarr
         start = info.header_offset + 30 + name_len + extra_len
         f.seek(start)
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
         offset = f.tell()
     if dtype.hasobject:
         return None

@@ -16,10 +16,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from irq.qspec import LayerDecision, Scheme, TensorRange
+from irq.qspec import LayerDecision, Precision, Scheme, TensorRange
 
 if TYPE_CHECKING:
     from irq.data import DataSet
+    from irq.recipe import Recipe
 
 
 @dataclass
@@ -29,6 +30,8 @@ class QModel:
     model: ir.Model
     name: str = "model"
     scheme: Scheme = field(default_factory=Scheme)
+    default_precision: Precision = Precision.INT8
+    recipe: Recipe | None = None
     ranges: dict[str, TensorRange] = field(default_factory=dict)
     plan: dict[str, LayerDecision] = field(default_factory=dict)
     calibration: DataSet | None = None

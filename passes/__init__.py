@@ -1,0 +1,1 @@
+"""Passes: one transformation or analysis of the irq IR per module."""

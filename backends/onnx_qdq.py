@@ -1,0 +1,69 @@
+"""ONNX backend: the IR (Q/DQ already inserted by the passes) as a file for onnxruntime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+
+from irq.errors import LoweringError
+from irq.io import atomic_write_bytes
+from irq.ort_utils import batch_limit, make_session
+
+from .base import Artifact, Backend, Runner
+
+if TYPE_CHECKING:
+    from irq.ir import QModel
+    from irq.targets import Target
+
+
+class OnnxRunner(Runner):
+    """Runs an ONNX file in onnxruntime on the CPU."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model: str | bytes | onnx.ModelProto, threads: int | None = None) -> None:
+        self.session = make_session(model, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one batch."""
+        return self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+
+    @property
+    def max_batch(self) -> int | None:
+        """1 for models exported with a fixed batch of one."""
+        return batch_limit(self.session)
+
+
+class OnnxBackend(Backend):
+    """Writes ``model.onnx``: QDQ for the int8 targets, float16 or float otherwise."""
+
+    name = "onnx"
+    suffix = ".onnx"
+
+    def lower(self, qmodel: QModel, target: Target, out_dir: Path) -> Artifact:
+        """Check the graph and write it atomically."""
+        start = time.perf_counter()
+        proto = qmodel.to_proto()
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as e:
+            raise LoweringError(f"{qmodel.name}: the lowered ONNX graph is invalid: "
+                                f"{str(e).splitlines()[0]}") from e
+        data = proto.SerializeToString()
+        path = Path(out_dir) / "model.onnx"
+        atomic_write_bytes(path, data)
+        census: dict[str, int] = {}
+        for node in proto.graph.node:
+            census[node.op_type] = census.get(node.op_type, 0) + 1
+        return Artifact(path, target.name, OnnxRunner.runtime,
+                        {"lower_seconds": round(time.perf_counter() - start, 3), "op_census": census})
+
+    def runner(self, artifact_path: Path, reference: QModel | None = None) -> Runner:
+        """An onnxruntime session on the file."""
+        return OnnxRunner(str(artifact_path))

@@ -1,0 +1,23 @@
+"""TensorFlow/Keras frontend through tf2onnx (which co-installs with the pinned stack)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from irq.errors import ModelImportError
+from irq.ir import QModel
+
+from .onnx_file import from_proto
+
+
+def from_keras(model: Any, name: str | None = None, opset: int = 17) -> QModel:
+    """Convert a Keras model (tf.keras / tf_keras) to the IR."""
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec(i.shape, i.dtype, name=i.name.split(":")[0]) for i in model.inputs]
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    except Exception as e:  # tf2onnx raises many unrelated types
+        raise ModelImportError(f"tf2onnx failed for {name or model.name}: {str(e).splitlines()[0]}") from e
+    return from_proto(proto, name or model.name)

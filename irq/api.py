@@ -1,0 +1,59 @@
+"""The Python API beside ``compile``: audit and verify, mirroring the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from irq.data import DataSet, load_data
+from irq.data_check import conform
+from irq.errors import InputError
+from irq.targets import get_backend
+
+_SUFFIX_BACKEND = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
+
+
+def audit(model: Any) -> dict[str, Any]:
+    """The audit of a model after clean-up: census, sizes, quantizable layers, hazards."""
+    from irq.compiler import import_model
+    from irq.pass_infra import PassManager
+    from irq.registry import parse_pipeline
+    from irq.targets import CLEANUP
+
+    qmodel = PassManager(parse_pipeline(f"{CLEANUP},analyze"))(import_model(model)).model
+    return qmodel.analysis["audit"]
+
+
+def backend_for(artifact: Path) -> str:
+    """The backend that wrote ``artifact``, from its suffix."""
+    try:
+        return _SUFFIX_BACKEND[Path(artifact).suffix]
+    except KeyError:
+        raise InputError(f"{artifact}: unknown artifact type (expected {', '.join(_SUFFIX_BACKEND)})") from None
+
+
+def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: str | Path | None = None,
+           measure_latency: bool = True) -> dict[str, Any]:
+    """Recompute the verification part of the report for any artifact against its float model."""
+    from irq.compiler import import_model
+    from irq.report import write_report
+    from irq.verify_report import verification_section
+
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise InputError(f"{artifact}: artifact not found")
+    float_model = import_model(model)
+    dataset = conform(load_data(data), float_model.graph, "evaluation")
+    backend = get_backend(backend_for(artifact))
+    float_bytes = float_model.to_bytes()
+    size = sum(p.stat().st_size for p in artifact.rglob("*") if p.is_file()) if artifact.is_dir() \
+        else artifact.stat().st_size
+    report: dict[str, Any] = {"schema_version": 1, "model": float_model.name, "target": backend.name,
+                              "artifact": str(artifact), "layers": [],
+                              "size_bytes": {"float": len(float_bytes), "artifact": size,
+                                             "ratio": size / max(len(float_bytes), 1)}}
+    report.update(verification_section(float_bytes, backend.runner(artifact, float_model), dataset,
+                                       measure_latency))
+    if out is not None:
+        write_report(Path(out), report)
+    return report

@@ -1,0 +1,117 @@
+"""The compile driver: import -> pass pipeline -> backend -> verification -> report.
+
+``compile`` is the Python API behind ``irq compile``; it returns the report as a dict and
+writes the artifact and ``report.json`` under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from irq.data import DataSet, load_data
+from irq.data_check import conform
+from irq.errors import InputError
+from irq.ir import QModel
+from irq.pass_infra import DisablePassesInstrument, DumpIRInstrument, Instrument, PassManager, TimingInstrument
+from irq.recipe import Recipe, load_recipe
+from irq.registry import parse_pipeline
+from irq.targets import Target, get_backend, get_target
+
+
+def import_model(spec: str | Path | QModel | onnx.ModelProto) -> QModel:
+    """Load a model from an ONNX path, a zoo name or ``package.module:function``."""
+    from irq.frontends.onnx_file import from_proto, load_onnx
+
+    if isinstance(spec, QModel):
+        return spec.clone()
+    if isinstance(spec, onnx.ModelProto):
+        return from_proto(spec, spec.graph.name or "model")
+    text = str(spec)
+    if text.endswith(".onnx") or os.sep in text or Path(text).exists():
+        return load_onnx(text)
+    if ":" in text:
+        from irq.frontends.torch_module import load_callable
+
+        return load_callable(text)
+    from irq import zoo
+
+    return load_onnx(zoo.get(text).onnx_path)
+
+
+def _data(spec: str | Path | DataSet | None, qmodel: QModel, role: str) -> DataSet | None:
+    if spec is None:
+        return None
+    return conform(load_data(spec), qmodel.graph, role)
+
+
+def quantize(qmodel: QModel, target: Target, calib: DataSet | None = None, recipe: Recipe | None = None,
+             pipeline: str | None = None, instruments: Sequence[Instrument] = ()) -> QModel:
+    """Run ``target``'s pipeline (or ``pipeline``) over a copy of ``qmodel`` and return it."""
+    work = qmodel.clone()
+    scheme = recipe.apply_to(target.scheme) if recipe else target.scheme
+    work = dataclasses.replace(work, scheme=scheme, recipe=recipe, default_precision=target.default_precision,
+                               calibration=calib)
+    passes = parse_pipeline(pipeline or target.pipeline)
+    if recipe and recipe.percentile is not None:
+        passes = [dataclasses.replace(p, percentile=recipe.percentile) if p.name == "calibrate" else p
+                  for p in passes]
+    if target.needs_calibration and calib is None and any(p.name == "calibrate" for p in passes):
+        raise InputError(f"target {target.name} needs calibration data (--calib)")
+    return PassManager(passes, instruments)(work).model
+
+
+def compile(model: str | Path | QModel | onnx.ModelProto, target: str, out_dir: str | Path, *,
+            calib: str | Path | DataSet | None = None, eval: str | Path | DataSet | None = None,
+            recipe: str | Path | Recipe | None = None, pipeline: str | None = None,
+            dump_ir: str | Path | None = None, disable_passes: Sequence[str] = (),
+            options: dict[str, Any] | None = None, measure_latency: bool = True) -> dict[str, Any]:
+    """Compile ``model`` for ``target``; write the artifact and report.json; return the report."""
+    from irq.report import build_report, write_report
+
+    t0 = time.perf_counter()
+    tgt = get_target(target)
+    if options:
+        tgt = dataclasses.replace(tgt, options={**tgt.options, **options})
+    out = _prepare_out_dir(out_dir)
+    float_model = import_model(model)
+    float_bytes = float_model.to_bytes()
+    calib_data = _data(calib, float_model, "calibration")
+    eval_data = _data(eval, float_model, "evaluation")
+    rec = load_recipe(recipe) if isinstance(recipe, str | Path) else recipe
+    timing = TimingInstrument()
+    instruments: list[Instrument] = [timing]
+    if disable_passes:
+        instruments.append(DisablePassesInstrument(frozenset(disable_passes)))
+    if dump_ir:
+        instruments.append(DumpIRInstrument(Path(dump_ir)))
+    qmodel = quantize(float_model, tgt, calib_data, rec, pipeline, instruments)
+    backend = get_backend(tgt.backend)
+    artifact = backend.lower(qmodel, tgt, out)
+    report = build_report(float_model, float_bytes, qmodel, tgt, artifact, timing.timings)
+    if eval_data is not None:
+        from irq.verify_report import verification_section
+
+        report.update(verification_section(float_bytes, backend.runner(artifact.path, qmodel), eval_data,
+                                           measure_latency))
+    report["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    write_report(out / "report.json", report)
+    return report
+
+
+def _prepare_out_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".irq-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{out}: output folder is not writable ({e.strerror})") from e
+    return out

@@ -1,0 +1,83 @@
+"""report.json: the contract other tools parse. Built from the IR, the artifact and verification."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from irq.backends.base import Artifact
+from irq.errors import VerificationError
+from irq.io import atomic_write_text
+from irq.ir import QModel, node_label
+from irq.targets import Target
+
+SCHEMA_VERSION = 1
+
+
+def layers_section(qmodel: QModel) -> list[dict[str, Any]]:
+    """Each planned layer's precision, in graph order (nodes removed by rewrites included)."""
+    ops = {node_label(n): n.op_type for n in qmodel.graph}
+    return [{"name": name, "op_type": ops.get(name, "?"), "precision": d.precision.value,
+             "granularity": d.granularity, "reason": d.reason}
+            for name, d in qmodel.plan.items()]
+
+
+def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target: Target,
+                 artifact: Artifact, timings: list[tuple[str, float]]) -> dict[str, Any]:
+    """The static part of the report (no runtime measurements)."""
+    size = artifact.size_bytes
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": float_model.name,
+        "target": target.name,
+        "backend": target.backend,
+        "artifact": str(artifact.path),
+        "runtime": artifact.runtime,
+        "size_bytes": {"float": len(float_bytes), "artifact": size, "ratio": size / max(len(float_bytes), 1)},
+        "scheme": {"activation": qmodel.scheme.activation.value, "weight": qmodel.scheme.weight.value,
+                   "per_channel": qmodel.scheme.per_channel, "calibration": qmodel.scheme.calibration},
+        "passes": [{"name": n, "seconds": round(s, 4)} for n, s in timings],
+        "calibration": qmodel.analysis.get("calibration"),
+        "hazards": (qmodel.analysis.get("audit") or {}).get("hazards", []),
+        "layers": layers_section(qmodel),
+        "artifact_info": artifact.info,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # JSON has no inf/nan; keep them readable
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item"):
+        return _jsonable(obj.item())
+    return obj
+
+
+@cache
+def report_schema() -> dict[str, Any]:
+    """The JSON schema of report.json."""
+    return json.loads(resources.files("irq").joinpath("schema/report.schema.json").read_text())
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """VerificationError when ``report`` breaks the schema."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(_jsonable(report), report_schema())
+    except jsonschema.ValidationError as e:
+        path = "/".join(str(p) for p in e.absolute_path)
+        raise VerificationError(f"report.json breaks its schema at {path or '<root>'}: {e.message}") from e
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Validate and write report.json atomically."""
+    validate_report(report)
+    atomic_write_text(path, json.dumps(_jsonable(report), indent=2) + "\n")

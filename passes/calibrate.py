@@ -1,0 +1,120 @@
+"""Calibration: run the float model on the calibration set and choose a range per activation.
+
+Streaming: the first sweep keeps a running min/max per tensor, the second (only for the
+histogram methods) a fixed 2048-bin histogram per tensor; neither keeps activations, so
+memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from irq.errors import DataError, PassError
+from irq.ir import QModel, float_value_names
+from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
+from irq.pass_infra import Pass, PassResult
+from irq.qspec import TensorRange
+from irq.range_methods import entropy_range, mse_range, percentile_range
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+_BINS = 2048
+
+
+def _observed_values(graph: ir.Graph) -> list[str]:
+    """Float activations worth a range: graph inputs and node outputs that are not constants."""
+    return list(dict.fromkeys(float_value_names(graph)))
+
+
+@dataclass(frozen=True)
+class Calibrate(Pass):
+    """Annotate ``qmodel.ranges`` from ``qmodel.calibration``.
+
+    Options: ``method`` (minmax, percentile, entropy, mse), ``percentile`` (for percentile),
+    ``bits`` (the activation width the range is optimised for), ``batch-size``, ``samples``
+    (0: all).
+    """
+
+    name = "calibrate"
+    method: str = ""
+    percentile: float = 99.99
+    bits: int = 8
+    batch_size: int = 16
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method and self.method not in METHODS:
+            raise ValueError(f"unknown calibration method {self.method!r} (use {', '.join(METHODS)})")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError("percentile must be in (50, 100]")
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Collect statistics and store one TensorRange per float activation."""
+        data = qmodel.calibration
+        if data is None:
+            raise PassError("calibrate needs calibration data (--calib)")
+        if self.samples:
+            data = data.head(self.samples)
+        if len(data) == 0:
+            raise DataError(f"{data.source}: the calibration set is empty")
+        method = self.method or qmodel.scheme.calibration
+        names = _observed_values(qmodel.graph)
+        session = make_session(with_outputs(qmodel.to_proto(), names))
+        out_names = [o.name for o in session.get_outputs()]
+        wanted = [out_names.index(n) for n in names]
+        limit = min(batch_limit(session) or self.batch_size, self.batch_size)
+
+        def sweep():
+            for batch in rebatch(data.batches(self.batch_size), limit):
+                outs = session.run(out_names, batch)
+                yield [outs[i] for i in wanted]
+
+        lo = np.full(len(names), np.inf)
+        hi = np.full(len(names), -np.inf)
+        for outs in sweep():
+            for i, a in enumerate(outs):
+                if a.size:
+                    lo[i] = min(lo[i], float(a.min()))
+                    hi[i] = max(hi[i], float(a.max()))
+        ranges = {}
+        if method in ("percentile", "entropy", "mse"):
+            hists = self._histograms(sweep(), lo, hi)
+            for i, name in enumerate(names):
+                ranges[name] = self._from_histogram(method, hists[i], lo[i], hi[i])
+        else:
+            for i, name in enumerate(names):
+                ranges[name] = self._finite(lo[i], hi[i], "minmax")
+        qmodel.ranges.update(ranges)
+        qmodel.analysis["calibration"] = {"method": method, "samples": len(data), "tensors": len(names)}
+        return PassResult(qmodel, False)
+
+    @staticmethod
+    def _finite(lo: float, hi: float, method: str) -> TensorRange:
+        if not np.isfinite(lo) or not np.isfinite(hi):  # never observed (empty) or inf values
+            lo, hi = (0.0, 0.0) if not np.isfinite(lo) and not np.isfinite(hi) else (lo, hi)
+            lo = lo if np.isfinite(lo) else float(np.finfo(np.float32).min)
+            hi = hi if np.isfinite(hi) else float(np.finfo(np.float32).max)
+        return TensorRange(float(lo), float(hi), method)
+
+    @staticmethod
+    def _histograms(sweep, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+        hists = [np.zeros(_BINS, dtype=np.int64) for _ in range(len(lo))]
+        for outs in sweep:
+            for i, a in enumerate(outs):
+                if a.size and hi[i] > lo[i]:
+                    hists[i] += np.histogram(a, bins=_BINS, range=(lo[i], hi[i]))[0]
+        return hists
+
+    def _from_histogram(self, method: str, hist: np.ndarray, lo: float, hi: float) -> TensorRange:
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+            return self._finite(lo, hi, method)
+        edges = np.linspace(lo, hi, _BINS + 1)
+        if method == "percentile":
+            r = percentile_range(hist, edges, self.percentile)
+        elif method == "entropy":
+            r = entropy_range(hist, edges, self.bits)
+        else:
+            r = mse_range(hist, edges, self.bits)
+        return TensorRange(r[0], r[1], method)

@@ -1,0 +1,217 @@
+"""Q/DQ insertion: materialise the plan and the calibrated ranges as ONNX QDQ nodes.
+
+Weights become int8 initializers read through DequantizeLinear (per output channel by
+default), biases int32 with scale input_scale * weight_scale, and each activation read by
+an int8 node goes through one shared QuantizeLinear/DequantizeLinear pair. A ReLU or
+Clip(0, a) right after a quantized layer is folded into that layer's output quantizer
+(the quantizer clamps exactly as the activation would), as integer kernels fuse it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from irq.errors import PassError
+from irq.graph_edit import Namer, add_initializer, new_node, replace_input
+from irq.ir import QModel, constant_array, node_label
+from irq.pass_infra import Pass, PassResult
+from irq.qspec import Precision, QType, QuantSpec, TensorRange
+from irq.quant_math import activation_spec, quantize_bias, quantize_weight
+
+#: Ops whose output takes the input's quantization parameters (they only move values).
+PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
+                         "Slice", "Split", "Identity"})
+_MS = "com.microsoft"
+
+
+def weight_axis(node: ir.Node, rank: int) -> int | None:
+    """The output-channel axis of a layer's weight (input 1)."""
+    op = node.op_type
+    if op == "Conv":
+        return 0
+    if op == "ConvTranspose":
+        return 1 if node.attributes.get_int("group", 1) == 1 else None
+    if op == "Gemm":
+        return 0 if node.attributes.get_int("transB", 0) else 1
+    if op == "MatMul":
+        return rank - 1 if rank >= 2 else None
+    return None
+
+
+def _fusable_activation(node: ir.Node) -> bool:
+    if node.op_type == "Relu":
+        return True
+    if node.op_type == "Clip" and len(node.inputs) > 1:
+        lo = constant_array(node.inputs[1])
+        return lo is not None and float(lo) == 0.0
+    return False
+
+
+@dataclass(frozen=True)
+class InsertQDQ(Pass):
+    """Rewrite the graph to ONNX QDQ form from ``qmodel.plan`` and ``qmodel.ranges``.
+
+    ``activations=false`` quantizes weights only (int8 weights, float activations).
+    """
+
+    name = "insert-qdq"
+    requires = ("plan-precision",)
+    activations: bool = True
+    fuse_activations: bool = True
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Insert Q/DQ nodes; PassError names a tensor without a calibrated range."""
+        if qmodel.model.opset_imports.get("", 0) < 13:
+            raise PassError(f"model {qmodel.name!r} uses opset {qmodel.model.opset_imports.get('')}: "
+                            "per-channel Q/DQ needs opset 13 or newer")
+        return _Rewriter(qmodel, self.activations, self.fuse_activations).rewrite()
+
+
+class _Rewriter:
+    """The state of one Q/DQ insertion over one graph."""
+
+    def __init__(self, qmodel: QModel, activations: bool, fuse_activations: bool) -> None:
+        self._q, self._graph, self._namer = qmodel, qmodel.graph, Namer(qmodel.graph)
+        self.activations, self.fuse_activations = activations, fuse_activations
+        self._pairs: dict[tuple[str, QType], ir.Value] = {}
+        self._specs: dict[str, QuantSpec] = {}
+        self._weights: dict[tuple[int, int | None], ir.Value] = {}
+
+    def rewrite(self) -> PassResult:
+        """Materialise the plan."""
+        qmodel, graph = self._q, self._graph
+        quantized = {label for label, d in qmodel.plan.items()
+                     if d.precision in (Precision.INT8, Precision.INT16)} if self.activations else set()
+        weight_only = {label for label, d in qmodel.plan.items() if d.precision == Precision.INT8_WEIGHT}
+        nodes = list(graph)
+        if quantized and self.fuse_activations:
+            self._fold_activations(nodes, quantized)
+            nodes = list(graph)
+        self._propagate_ranges(nodes, quantized)
+        changed = False
+        for node in nodes:
+            label = node_label(node)
+            if label in quantized:
+                qtype = self._act_type(label)
+                for v in list(node.inputs):
+                    if v is not None and v.const_value is None and v.dtype == ir.DataType.FLOAT:
+                        replace_input(node, v, self._dq_of(v, qtype))
+                        changed = True
+            if label in quantized or label in weight_only:
+                changed |= self._quantize_weights(node, label)
+        if changed:
+            RemoveUnusedNodesPass()(qmodel.model)  # the float weights that were replaced
+        qmodel.analysis["qdq"] = {"activation_pairs": len(self._pairs),
+                                  "quantized_nodes": len(quantized), "weight_only_nodes": len(weight_only)}
+        return PassResult(qmodel, changed)
+
+    def _act_type(self, label: str) -> QType:
+        if self._q.plan[label].precision == Precision.INT16:
+            return QType.INT16 if self._q.scheme.activation.signed else QType.UINT16
+        return self._q.scheme.activation
+
+    def _fold_activations(self, nodes: list[ir.Node], quantized: set[str]) -> None:
+        """Drop Relu/Clip(0,a) between two quantized layers; the quantizer clamps instead."""
+        for act in nodes:
+            if act.op_type not in ("Relu", "Clip") or node_label(act) not in quantized:
+                continue
+            x, y = act.inputs[0], act.outputs[0]
+            producer = x.producer() if x is not None else None
+            consumers = [u.node for u in y.uses()]
+            if (not _fusable_activation(act) or producer is None or node_label(producer) not in quantized
+                    or len(x.uses()) != 1 or x.is_graph_output() or y.is_graph_output() or not consumers
+                    or any(node_label(c) not in quantized for c in consumers) or y.name not in self._q.ranges):
+                continue
+            r = self._q.ranges[y.name]
+            # Clamp [lo, hi] to what the activation can output, so the quantizer clamps the same way.
+            hi = r.hi
+            if act.op_type == "Clip" and len(act.inputs) > 2 and constant_array(act.inputs[2]) is not None:
+                hi = min(hi, float(constant_array(act.inputs[2])))  # type: ignore[arg-type]
+            self._q.ranges[x.name] = TensorRange(0.0, max(hi, 0.0), r.method)  # type: ignore[index]
+            y.replace_all_uses_with(x)
+            self._graph.remove(act, safe=True)
+
+    def _propagate_ranges(self, nodes: list[ir.Node], quantized: set[str]) -> None:
+        """Give passthrough ops' outputs their input's range (no requantization inside them)."""
+        for node in nodes:
+            if node.op_type in PASSTHROUGH and node_label(node) in quantized and node.inputs:
+                src = node.inputs[0]
+                if src is not None and src.name in self._q.ranges:
+                    for out in node.outputs:
+                        if out.name:
+                            self._q.ranges[out.name] = self._q.ranges[src.name]
+
+    def _dq_of(self, value: ir.Value, qtype: QType) -> ir.Value:
+        """The dequantized twin of ``value`` (one Q/DQ pair per tensor and type, shared)."""
+        key = (value.name or "", qtype)
+        if key in self._pairs:
+            return self._pairs[key]
+        r = self._q.ranges.get(value.name or "")
+        if r is None:
+            raise PassError(f"tensor {value.name!r} has no calibrated range; run calibrate first")
+        spec = activation_spec(r, qtype, self._q.scheme.symmetric_activations)
+        self._specs[value.name or ""] = spec
+        domain = _MS if qtype.bits == 16 else ""
+        base = value.name or "act"
+        scale = add_initializer(self._graph, self._namer, np.array(spec.scale[0], np.float32), f"{base}_scale")
+        zp = add_initializer(self._graph, self._namer,
+                             np.array(spec.zero_point[0], qtype.numpy_dtype), f"{base}_zero_point")
+        q = new_node(self._namer, "QuantizeLinear", [value, scale, zp], f"{base}_quantized", domain=domain)
+        dq = new_node(self._namer, "DequantizeLinear", [q.outputs[0], scale, zp], f"{base}_dequantized",
+                      domain=domain)
+        dq.outputs[0].dtype = ir.DataType.FLOAT
+        dq.outputs[0].shape = value.shape
+        producer = value.producer()
+        if producer is not None:
+            self._graph.insert_after(producer, [q, dq])
+        else:
+            self._graph.insert_before(next(iter(self._graph)), [q, dq])
+        self._pairs[key] = dq.outputs[0]
+        return dq.outputs[0]
+
+    def _quantize_weights(self, node: ir.Node, label: str) -> bool:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+            return False
+        w_value = node.inputs[1]
+        w = constant_array(w_value)
+        if w is None or w.dtype != np.float32:
+            return False
+        axis = weight_axis(node, w.ndim) if self._q.plan[label].granularity == "per-channel" else None
+        w_q, scales = quantize_weight(w, axis)
+        key = (id(w_value), axis)
+        if key not in self._weights:  # a weight shared by several layers is stored once
+            self._weights[key] = self._dequantize_const(w_q, scales, axis, w_value.name or f"{label}.weight")
+        node.replace_input_with(1, self._weights[key])
+        if len(node.inputs) > 2 and node.inputs[2] is not None and node.op_type != "MatMul":
+            self._quantize_bias(node, scales, axis)
+        return True
+
+    def _dequantize_const(self, q: np.ndarray, scales: np.ndarray, axis: int | None, base: str) -> ir.Value:
+        g, n = self._graph, self._namer
+        q_v = add_initializer(g, n, q, f"{base}_quantized")
+        s_v = add_initializer(g, n, scales if axis is not None else scales.reshape(()), f"{base}_scale")
+        z_v = add_initializer(g, n, np.zeros(s_v.shape.numpy(), q.dtype), f"{base}_zero_point")
+        attrs = {"axis": axis} if axis is not None else {}
+        dq = new_node(n, "DequantizeLinear", [q_v, s_v, z_v], f"{base}_dequantized", attributes=attrs)
+        dq.outputs[0].dtype = ir.DataType.FLOAT
+        dq.outputs[0].shape = ir.Shape(q.shape)
+        g.insert_before(next(iter(g)), dq)
+        return dq.outputs[0]
+
+    def _quantize_bias(self, node: ir.Node, w_scales: np.ndarray, axis: int | None) -> None:
+        b = constant_array(node.inputs[2])
+        x = node.inputs[0]
+        x_spec = None
+        if x is not None and x.producer() is not None and x.producer().op_type == "DequantizeLinear":  # type: ignore[union-attr]
+            src = x.producer().inputs[0].producer().inputs[0]  # type: ignore[union-attr]
+            x_spec = self._specs.get(src.name or "")
+        if b is None or x_spec is None or b.ndim != 1:
+            return
+        scales = w_scales if axis is not None else np.full(b.shape, w_scales.reshape(-1)[0], np.float32)
+        b_q, b_scales = quantize_bias(b, x_spec.scale[0], scales)
+        base = node.inputs[2].name or "bias"  # type: ignore[union-attr]
+        node.replace_input_with(2, self._dequantize_const(b_q, b_scales, 0, base))

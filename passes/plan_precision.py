@@ -1,0 +1,85 @@
+"""Precision planning: decide, per node, how it runs in the artifact. Policy only, no rewriting.
+
+Sources, weakest first: the target's default precision, the recipe's layer rules, and
+decisions already pinned in the plan (by hand or by the mixed-precision search).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from irq.graph import has_constant_weight
+from irq.ir import QModel, constant_array, node_label
+from irq.pass_infra import Pass, PassResult
+from irq.qspec import LayerDecision, Precision
+
+#: Ops that static int8 quantizes (inputs and outputs get Q/DQ). The rest run in float,
+#: reading dequantized values.
+STATIC_INT8_OPS = frozenset({
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
+    "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Split", "Slice",
+})
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+DYNAMIC_OPS = frozenset({"MatMul", "Gemm", "LSTM", "GRU"})
+#: Embedding tables smaller than this stay float: their rows cost less than the rescale.
+MIN_TABLE_ELEMENTS = 1 << 16
+
+
+def eligible(node: ir.Node, precision: Precision) -> bool:
+    """Whether ``precision`` is meaningful for ``node`` (else the node stays float)."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if precision in (Precision.INT8, Precision.INT16):
+        return node.op_type in STATIC_INT8_OPS
+    if precision == Precision.INT8_WEIGHT:
+        return node.op_type in WEIGHT_OPS and has_constant_weight(node)
+    if precision == Precision.DYNAMIC_INT8:
+        if node.op_type == "Gather":
+            table = constant_array(node.inputs[0])
+            return table is not None and table.ndim == 2 and table.size >= MIN_TABLE_ELEMENTS
+        return node.op_type in DYNAMIC_OPS and has_constant_weight(node)
+    if precision == Precision.INT4_WEIGHT:
+        return node.op_type == "MatMul" and has_constant_weight(node)
+    return True
+
+
+def float_precision(default: Precision) -> Precision:
+    """What 'skip' means for a target: fp16 for fp16-compute targets, else fp32."""
+    return Precision.FP16 if default == Precision.FP16 else Precision.FP32
+
+
+@dataclass(frozen=True)
+class PlanPrecision(Pass):
+    """Fill ``qmodel.plan`` with one LayerDecision per node that can be quantized."""
+
+    name = "plan-precision"
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Decide each eligible node's precision; pinned decisions are kept."""
+        default = qmodel.default_precision
+        rules = qmodel.recipe.layers if qmodel.recipe is not None else ()
+        plan: dict[str, LayerDecision] = {}
+        for node in qmodel.graph:
+            label = node_label(node)
+            pinned = qmodel.plan.get(label)
+            if pinned is not None and pinned.reason != "default":
+                plan[label] = pinned
+                continue
+            decision = LayerDecision(default) if eligible(node, default) else None
+            for rule in rules:
+                if not rule.matches(label, node.op_type):
+                    continue
+                precision = decision.precision if decision else default
+                if rule.precision:
+                    precision = (float_precision(default) if rule.precision == "skip"
+                                 else Precision(rule.precision))
+                granularity = rule.granularity or (decision.granularity if decision else "per-channel")
+                if precision.is_float or eligible(node, precision):
+                    decision = LayerDecision(precision, f"recipe {rule.name or rule.op_type}", granularity)
+            if decision is not None:
+                plan[label] = decision
+        qmodel.plan = plan
+        return PassResult(qmodel, False)

@@ -1,0 +1,141 @@
+"""Dynamic quantization: int8 weights, activations quantized at run time (transformers, RNNs).
+
+- MatMul/Gemm with a constant weight: DynamicQuantizeLinear on the input, MatMulInteger
+  against per-column int8 weights, then one float rescale; onnxruntime fuses the pattern into
+  DynamicQuantizeMatMul.
+- LSTM/GRU: int8 per-channel weights read through DequantizeLinear (int8 storage, float math).
+- Gather on a large constant table (embeddings): the int8 rows are gathered first and only
+  those rows are rescaled, so the table never exists in float at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from irq.graph_edit import Namer, add_initializer, new_node, replace_value
+from irq.ir import QModel, constant_array, node_label
+from irq.pass_infra import Pass, PassResult
+from irq.qspec import Precision
+from irq.quant_math import quantize_weight
+
+
+@dataclass(frozen=True)
+class QuantizeDynamic(Pass):
+    """Rewrite the nodes the plan marks dynamic-int8."""
+
+    name = "quantize-dynamic"
+    requires = ("plan-precision",)
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Rewrite in place; returns how many nodes changed in the analysis."""
+        graph, namer = qmodel.graph, Namer(qmodel.graph)
+        counts = {"matmul": 0, "recurrent": 0, "gather": 0}
+        for node in list(graph):
+            d = qmodel.plan.get(node_label(node))
+            if d is None or d.precision != Precision.DYNAMIC_INT8:
+                continue
+            per_channel = d.granularity == "per-channel"
+            if node.op_type in ("MatMul", "Gemm") and _rewrite_matmul(graph, namer, node, per_channel):
+                counts["matmul"] += 1
+            elif node.op_type in ("LSTM", "GRU") and _rewrite_recurrent(graph, namer, node):
+                counts["recurrent"] += 1
+            elif node.op_type == "Gather" and _rewrite_gather(graph, namer, node):
+                counts["gather"] += 1
+        if any(counts.values()):
+            RemoveUnusedNodesPass()(qmodel.model)
+        qmodel.analysis["dynamic"] = counts
+        return PassResult(qmodel, any(counts.values()))
+
+
+def _matmul_weight(node: ir.Node) -> np.ndarray | None:
+    """W[K, N] such that the node computes x @ W (+ bias), or None if it is not that simple."""
+    w = constant_array(node.inputs[1])
+    if w is None or w.dtype != np.float32 or w.ndim != 2:
+        return None
+    if node.op_type == "Gemm":
+        a = node.attributes
+        if a.get_int("transA", 0) or a.get_float("alpha", 1.0) != 1.0:
+            return None
+        if a.get_int("transB", 0):
+            w = w.T
+    return np.ascontiguousarray(w)
+
+
+def _rewrite_matmul(graph: ir.Graph, namer: Namer, node: ir.Node, per_channel: bool) -> bool:
+    w = _matmul_weight(node)
+    if w is None:
+        return False
+    bias = None
+    if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
+        bias = constant_array(node.inputs[2])
+        if bias is None:
+            return False
+        bias = bias * node.attributes.get_float("beta", 1.0)
+    base = node_label(node).replace(":", "_")
+    w_q, scales = quantize_weight(w, 1 if per_channel else None)
+    dql = new_node(namer, "DynamicQuantizeLinear", [node.inputs[0]], f"{base}_xq", num_outputs=3)
+    w_v = add_initializer(graph, namer, w_q, f"{base}_weight_int8")
+    mmi = new_node(namer, "MatMulInteger", [dql.outputs[0], w_v, dql.outputs[2]], f"{base}_int32")
+    cast = new_node(namer, "Cast", [mmi.outputs[0]], f"{base}_float", attributes={"to": ir.DataType.FLOAT})
+    s_v = add_initializer(graph, namer, scales.reshape(-1), f"{base}_weight_scale")
+    scale = new_node(namer, "Mul", [dql.outputs[1], s_v], f"{base}_scale")
+    out = new_node(namer, "Mul", [cast.outputs[0], scale.outputs[0]], f"{base}_rescaled")
+    nodes = [dql, mmi, cast, scale, out]
+    if bias is not None:
+        b_v = add_initializer(graph, namer, bias.astype(np.float32), f"{base}_bias")
+        nodes.append(new_node(namer, "Add", [out.outputs[0], b_v], f"{base}_biased"))
+    final = nodes[-1].outputs[0]
+    final.dtype, final.shape = ir.DataType.FLOAT, node.outputs[0].shape
+    graph.insert_before(node, nodes)
+    replace_value(node.outputs[0], final)
+    graph.remove(node, safe=True)
+    return True
+
+
+def _dequantized_const(graph: ir.Graph, namer: Namer, w: np.ndarray, axis: int, base: str) -> ir.Value:
+    w_q, scales = quantize_weight(w, axis)
+    q_v = add_initializer(graph, namer, w_q, f"{base}_int8")
+    s_v = add_initializer(graph, namer, scales, f"{base}_scale")
+    z_v = add_initializer(graph, namer, np.zeros(scales.shape, np.int8), f"{base}_zero_point")
+    dq = new_node(namer, "DequantizeLinear", [q_v, s_v, z_v], f"{base}_dequantized", attributes={"axis": axis})
+    dq.outputs[0].dtype, dq.outputs[0].shape = ir.DataType.FLOAT, ir.Shape(w.shape)
+    graph.insert_before(next(iter(graph)), dq)
+    return dq.outputs[0]
+
+
+def _rewrite_recurrent(graph: ir.Graph, namer: Namer, node: ir.Node) -> bool:
+    changed = False
+    for idx in (1, 2):  # W [dirs, gates*H, I] and R [dirs, gates*H, H]: one scale per gate row
+        w = constant_array(node.inputs[idx])
+        if w is not None and w.dtype == np.float32 and w.ndim == 3 and w.shape[0] == 1:
+            dq = _dequantized_const(graph, namer, w[0], 0, f"{node_label(node)}_w{idx}")
+            unsq = new_node(namer, "Unsqueeze", [dq, add_initializer(graph, namer, np.array([0]), "axes0")],
+                            f"{node_label(node)}_w{idx}_3d")
+            graph.insert_before(node, unsq)
+            node.replace_input_with(idx, unsq.outputs[0])
+            changed = True
+    return changed
+
+
+def _rewrite_gather(graph: ir.Graph, namer: Namer, node: ir.Node) -> bool:
+    table = constant_array(node.inputs[0])
+    if table is None or table.dtype != np.float32 or table.ndim != 2 or node.attributes.get_int("axis", 0) != 0:
+        return False
+    base = node_label(node).replace(":", "_")
+    q, scales = quantize_weight(table, 0)
+    q_v = add_initializer(graph, namer, q, f"{base}_table_int8")
+    s_v = add_initializer(graph, namer, scales.reshape(-1, 1), f"{base}_row_scale")
+    idx = node.inputs[1]
+    rows = new_node(namer, "Gather", [q_v, idx], f"{base}_rows_int8")
+    rows_scale = new_node(namer, "Gather", [s_v, idx], f"{base}_rows_scale")
+    cast = new_node(namer, "Cast", [rows.outputs[0]], f"{base}_rows_float", attributes={"to": ir.DataType.FLOAT})
+    out = new_node(namer, "Mul", [cast.outputs[0], rows_scale.outputs[0]], f"{base}_rows")
+    out.outputs[0].dtype, out.outputs[0].shape = ir.DataType.FLOAT, node.outputs[0].shape
+    graph.insert_before(node, [rows, rows_scale, cast, out])
+    replace_value(node.outputs[0], out.outputs[0])
+    graph.remove(node, safe=True)
+    return True
