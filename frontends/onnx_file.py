@@ -72,9 +72,18 @@ def load_onnx_proto(path: str | Path) -> onnx.ModelProto:
     return model
 
 
+#: The newest IR version whose features opset <= 21 models can use; onnx's helpers stamp newer
+#: versions than onnxruntime reads, so such models are relabelled (nothing else changes).
+_IR_VERSION_FOR_OPSET_21 = 10
+
+
 def from_proto(model: onnx.ModelProto, name: str) -> QModel:
     """Wrap a checked ModelProto as a QModel."""
-    return QModel(model=ir.serde.deserialize_model(model), name=name)
+    qmodel = QModel(model=ir.serde.deserialize_model(model), name=name)
+    opset = qmodel.model.opset_imports.get("", 0)
+    if opset <= 21 and (qmodel.model.ir_version or 0) > _IR_VERSION_FOR_OPSET_21:
+        qmodel.model.ir_version = _IR_VERSION_FOR_OPSET_21
+    return qmodel
 
 
 def load_onnx(path: str | Path) -> QModel:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,8 @@ def export_torch(module: Any, example_inputs: Any, input_names: Sequence[str] | 
     buf = io.BytesIO()
     module.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter warns about its own deprecation
             torch.onnx.export(module, args, buf, dynamo=False, opset_version=opset, input_names=names,
                               output_names=outs, dynamic_axes=axes, do_constant_folding=True)
     except Exception as e:  # torch raises many unrelated types from tracing

@@ -45,6 +45,23 @@ def _load(spec: str | None, args: argparse.Namespace):
     return None if spec is None else load_data(spec, **_image_options(args))
 
 
+#: Modules that add subcommands: each has ``register(subparsers) -> {name: handler}``.
+SUBCOMMAND_MODULES = ("irq.sensitivity.cli", "irq.batch.cli", "irq.qat.cli")
+
+
+def _subcommand_modules() -> list[Any]:
+    import importlib
+
+    found = []
+    for name in SUBCOMMAND_MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     p = argparse.ArgumentParser(prog="irq", description="ONNX-centric quantization compiler")
@@ -78,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-latency", action="store_true")
     _add_data_options(v)
 
+    for module in _subcommand_modules():
+        _COMMANDS.update(module.register(sub))
     sub.add_parser("demo", help="the zoo's fashion-cnn through every available target")
     sub.add_parser("targets", help="list targets")
     sub.add_parser("passes", help="list passes (built-in and plugins)")

@@ -1,0 +1,38 @@
+# One command sets everything up and runs the demo (`make demo`); one runs the tests (`make test`).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.irq-installed
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@# Real data for the full-test-set benches; the demo and tests use the shipped subsets.
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+		echo "note: dataset-fashion-mnist not installed; full-test-set benches will say so"; fi
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/irq demo
+
+# The default test run: everything but the tests marked slow.
+test: setup
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+
+test-all: setup
+	$(BIN)/python -m pytest -q -n 2 tests
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy irq passes frontends backends
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""A tiny third-party pass package used by tests/test_plugins.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from irq.pass_infra import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class CountNodes(Pass):
+    """Record the number of nodes under ``<prefix>_nodes`` in the analysis."""
+
+    name = "count-nodes"
+    prefix: str = "plugin"
+
+    def run(self, qmodel):
+        """Count without changing anything."""
+        qmodel.analysis[f"{self.prefix}_nodes"] = len(list(qmodel.graph))
+        return PassResult(qmodel, False)
+
+
+@dataclass(frozen=True)
+class Other(CountNodes):
+    """A second class claiming the same name."""
