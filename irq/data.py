@@ -1,8 +1,8 @@
 """Calibration and evaluation data: loading, validation against the model, batching.
 
 A DataSet holds one array per model input, samples on axis 0, and optional integer labels.
-Arrays from uncompressed ``.npz`` files are memory-mapped, so a large calibration set costs
-page cache, not resident memory.
+Arrays from uncompressed ``.npz`` files are read batch by batch from disk, so a large
+calibration set does not grow the process's memory.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +69,48 @@ class DataSet:
         return h.hexdigest()[:16]
 
 
-def _npz_member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarray | None:
-    """Memory-map an uncompressed .npy member of an .npz; None if it is compressed."""
+class NpyMember:
+    """An uncompressed array inside an .npz, read on demand with positional reads.
+
+    Unlike a memory map, rows read here are not left resident in this process, so a large
+    calibration set costs no memory beyond the batch being used.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.ndim = len(shape)
+        self._row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        count = max(stop - start, 0)
+        with self.path.open("rb") as f:
+            f.seek(self.offset + start * self._row)
+            buf = f.read(count * self._row)
+        return np.frombuffer(buf, dtype=self.dtype).reshape((count, *self.shape[1:])).copy()
+
+    def __getitem__(self, index: slice | np.ndarray | int) -> np.ndarray:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            rows = self._rows(start, stop)
+            return rows[::step] if step != 1 else rows
+        if isinstance(index, int | np.integer):
+            return self._rows(int(index), int(index) + 1)[0]
+        return np.stack([self._rows(int(i), int(i) + 1)[0] for i in np.asarray(index).reshape(-1)])
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        arr = self._rows(0, len(self))
+        return arr if dtype is None else arr.astype(dtype)
+
+    def astype(self, dtype: np.dtype) -> np.ndarray:
+        """The whole array, converted (reads everything)."""
+        return np.asarray(self).astype(dtype)
+
+
+def _npz_member_lazy(path: Path, zf: zipfile.ZipFile, member: str) -> NpyMember | None:
+    """A lazy reader for an uncompressed .npy member of an .npz; None if it is compressed."""
     info = zf.getinfo(member)
     if info.compress_type != zipfile.ZIP_STORED:
         return None
@@ -78,15 +119,13 @@ def _npz_member_memmap(path: Path, zf: zipfile.ZipFile, member: str) -> np.ndarr
         local = f.read(30)
         name_len = int.from_bytes(local[26:28], "little")
         extra_len = int.from_bytes(local[28:30], "little")
-        start = info.header_offset + 30 + name_len + extra_len
-        f.seek(start)
+        f.seek(info.header_offset + 30 + name_len + extra_len)
         version = np.lib.format.read_magic(f)
         shape, fortran, dtype = np.lib.format._read_array_header(f, version)
         offset = f.tell()
-    if dtype.hasobject:
+    if dtype.hasobject or fortran or not shape:
         return None
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
+    return NpyMember(path, offset, shape, dtype)
 
 
 def load_npz(path: Path) -> DataSet:
@@ -97,12 +136,12 @@ def load_npz(path: Path) -> DataSet:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     with zf:
         for member in zf.namelist():
             key = member.removesuffix(".npy")
             try:
-                arr = _npz_member_memmap(path, zf, member)
+                arr = _npz_member_lazy(path, zf, member) if member.removesuffix(".npy") != LABEL_KEY else None
                 if arr is None:
                     with zf.open(member) as fh:
                         arr = np.lib.format.read_array(fh, allow_pickle=False)

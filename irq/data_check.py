@@ -13,6 +13,19 @@ _NUMPY = {ir.DataType.FLOAT: np.float32, ir.DataType.FLOAT16: np.float16, ir.Dat
           ir.DataType.INT8: np.int8, ir.DataType.BOOL: np.bool_}
 
 
+def _check_finite(a: np.ndarray, name: str, source: str, chunk: int = 64) -> None:
+    """DataError naming the first sample with NaN/inf; reads in chunks (data may be on disk)."""
+    bad_count, first = 0, -1
+    for start in range(0, len(a), chunk):
+        rows = np.asarray(a[start:start + chunk])
+        bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+        if bad.any() and first < 0:
+            first = start + int(np.argmax(bad))
+        bad_count += int(bad.sum())
+    if bad_count:
+        raise DataError(f"{source}: input {name!r} has NaN/inf in {bad_count} samples (first: sample {first})")
+
+
 def conform(data: DataSet, graph: ir.Graph, role: str = "calibration") -> DataSet:
     """Match ``data`` to the graph's inputs: names, ranks, fixed dims, dtypes and finiteness.
 
@@ -50,9 +63,6 @@ def conform(data: DataSet, graph: ir.Graph, role: str = "calibration") -> DataSe
                     raise DataError(f"{data.source}: input {name!r} axis {axis} is {have}, model expects "
                                     f"{need} (data shape {tuple(a.shape)})")
         if np.issubdtype(a.dtype, np.floating):
-            bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
-            if bad.any():
-                raise DataError(f"{data.source}: input {name!r} has NaN/inf in {int(bad.sum())} samples "
-                                f"(first: sample {int(np.argmax(bad))})")
+            _check_finite(a, name, data.source)
         out[name] = a
     return DataSet(out, data.labels, data.source)

@@ -40,7 +40,8 @@ class Namer:
 def add_initializer(graph: ir.Graph, namer: Namer, array: np.ndarray, base: str) -> ir.Value:
     """Register ``array`` as a new initializer and return its value."""
     name = namer.fresh(base)
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    # np.ascontiguousarray turns a 0-d array into shape (1,); runtimes want scalar scales.
+    tensor = ir.tensor(np.ascontiguousarray(array).reshape(np.shape(array)), name=name)
     value = ir.Value(name=name, const_value=tensor, type=ir.TensorType(tensor.dtype),
                      shape=ir.Shape(array.shape))
     graph.register_initializer(value)

@@ -181,7 +181,10 @@ class _Rewriter:
         if w is None or w.dtype != np.float32:
             return False
         axis = weight_axis(node, w.ndim) if self._q.plan[label].granularity == "per-channel" else None
-        w_q, scales = quantize_weight(w, axis)
+        # An int4 scheme gets int4 values ([-7, 7], scale max|w|/7) held in int8 initializers:
+        # packed INT4 storage would need opset 21, which changes other ops' signatures.
+        qtype = QType.INT4 if self._q.scheme.weight == QType.INT4 else QType.INT8
+        w_q, scales = quantize_weight(w, axis, qtype)
         key = (id(w_value), axis)
         if key not in self._weights:  # a weight shared by several layers is stored once
             self._weights[key] = self._dequantize_const(w_q, scales, axis, w_value.name or f"{label}.weight")
@@ -194,9 +197,13 @@ class _Rewriter:
         g, n = self._graph, self._namer
         q_v = add_initializer(g, n, q, f"{base}_quantized")
         s_v = add_initializer(g, n, scales if axis is not None else scales.reshape(()), f"{base}_scale")
-        z_v = add_initializer(g, n, np.zeros(s_v.shape.numpy(), q.dtype), f"{base}_zero_point")
         attrs = {"axis": axis} if axis is not None else {}
-        dq = new_node(n, "DequantizeLinear", [q_v, s_v, z_v], f"{base}_dequantized", attributes=attrs)
+        inputs = [q_v, s_v]
+        if q.dtype != np.int32:
+            # Biases (int32) omit their zero point, ONNX's default 0: 4 bytes a channel saved.
+            # Weights keep theirs: onnxruntime's QGemm wants one zero point per scale.
+            inputs.append(add_initializer(g, n, np.zeros(s_v.shape.numpy(), q.dtype), f"{base}_zero_point"))
+        dq = new_node(n, "DequantizeLinear", inputs, f"{base}_dequantized", attributes=attrs)
         dq.outputs[0].dtype = ir.DataType.FLOAT
         dq.outputs[0].shape = ir.Shape(q.shape)
         g.insert_before(next(iter(g)), dq)

@@ -1,0 +1,182 @@
+"""Run a .tflite artifact with LiteRT in the ONNX model's layout, names and order.
+
+Lowering writes ``model.tflite.json`` beside the model: the ONNX input and output names, the
+signature names irq gave them and the layout permutations, so ``irq verify`` can run an
+artifact without the IR. Without the sidecar, a reference QModel supplies the ONNX names and
+onnx2tf's default layout rule (3- to 5-D inputs become channels-last) is assumed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from irq.backends.base import Runner
+from irq.backends.tflite.keras_build import IOSpec
+from irq.backends.tflite.offline import THREADS, captured_output
+from irq.errors import VerificationError
+
+if TYPE_CHECKING:
+    from irq.ir import QModel
+
+SIDECAR_FORMAT = 1
+
+
+def sidecar_path(model_path: Path) -> Path:
+    """Where the I/O description of a .tflite lives."""
+    return model_path.with_name(model_path.name + ".json")
+
+
+def sidecar_text(inputs: list[IOSpec], outputs: list[IOSpec], info: dict[str, Any]) -> str:
+    """The sidecar's JSON text."""
+    return json.dumps({"format": SIDECAR_FORMAT, "signature": "serving_default",
+                       "inputs": [asdict(s) for s in inputs], "outputs": [asdict(s) for s in outputs],
+                       "mode": info.get("mode"), "io": info.get("io")}, indent=1)
+
+
+def read_sidecar(model_path: Path) -> tuple[list[IOSpec], list[IOSpec]] | None:
+    """The I/O specs stored beside a .tflite, or None when there is no sidecar."""
+    path = sidecar_path(model_path)
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+        if meta.get("format") != SIDECAR_FORMAT:
+            raise VerificationError(f"{path}: unknown sidecar format {meta.get('format')!r}")
+        load = lambda items: [IOSpec(d["onnx_name"], d["tflite_name"], tuple(d["perm"]), d["dtype"])  # noqa: E731
+                              for d in items]
+        return load(meta["inputs"]), load(meta["outputs"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VerificationError(f"{path}: unreadable sidecar ({e})") from e
+
+
+def specs_from_reference(reference: QModel, output_shapes: dict[str, list[int]]) -> tuple[list[IOSpec], list[IOSpec]]:
+    """I/O specs rebuilt from the ONNX graph and the .tflite's output shapes (no sidecar).
+
+    Inputs of rank 3 to 5 are taken as channels-last (onnx2tf's default); an output is
+    transposed back when its TFLite shape is the channels-last form of the ONNX shape.
+    """
+    graph = reference.graph
+    inputs = []
+    for i, v in enumerate(graph.inputs):
+        rank = len(v.shape) if v.shape is not None else 0
+        in_perm = (0, *range(2, rank), 1) if 3 <= rank <= 5 else tuple(range(rank))
+        inputs.append(IOSpec(v.name or "", f"input_{i}", in_perm, "float32"))
+    outputs = []
+    for i, v in enumerate(graph.outputs):
+        name = f"output_{i}"
+        shape = [d if isinstance(d, int) else -1 for d in (v.shape or [])]
+        got = list(output_shapes.get(name, []))
+        rank = len(got)
+        perm: tuple[int, ...] = tuple(range(rank))
+        if 3 <= rank <= 5 and len(shape) == rank and got[1:] != shape[1:]:
+            back = tuple(int(p) for p in np.argsort((0, *range(2, rank), 1)))
+            if [got[p] for p in back][1:] == shape[1:]:
+                perm = back
+        outputs.append(IOSpec(v.name or "", name, perm, "float32"))
+    return inputs, outputs
+
+
+class TFLiteRunner(Runner):
+    """Runs a .tflite through its serving signature with XNNPACK and two threads."""
+
+    runtime = "litert"
+
+    def __init__(self, path: Path, reference: QModel | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = Path(path)
+        if not path.exists():
+            raise VerificationError(f"{path}: no such .tflite file")
+
+        try:
+            # The default op resolver applies the XNNPACK delegate (which announces itself on
+            # stderr; the library stays quiet).
+            with captured_output():
+                self._interpreter = Interpreter(model_path=str(path), num_threads=THREADS)
+                self._interpreter.allocate_tensors()  # applies XNNPACK now: a refusal fails here
+                self._signature = self._interpreter.get_signature_runner("serving_default")
+        except (ValueError, RuntimeError) as e:
+            raise VerificationError(f"{path}: LiteRT cannot load the model ({e})") from e
+        self.path = path
+        self._in_details = self._signature.get_input_details()
+        self._out_details = self._signature.get_output_details()
+        specs = read_sidecar(path)
+        if specs is None:
+            if reference is None:
+                raise VerificationError(f"{path}: no {sidecar_path(path).name} sidecar and no reference "
+                                        "model to name the inputs and outputs")
+            shapes = {k: list(d["shape"]) for k, d in self._out_details.items()}
+            specs = specs_from_reference(reference, shapes)
+        self.inputs, self.outputs = specs
+        unknown = [s.tflite_name for s in (*self.inputs, *self.outputs)
+                   if s.tflite_name not in self._in_details and s.tflite_name not in self._out_details]
+        if unknown:
+            raise VerificationError(f"{path}: the serving signature has no tensor(s) {', '.join(unknown)}")
+        batches = {int(d["shape_signature"][0]) for d in self._in_details.values()
+                   if len(d["shape_signature"])}
+        self._fixed_batch = max(batches) if batches and min(batches) > 0 else None
+
+    @property
+    def delegated_partitions(self) -> int:
+        """How many parts of the graph XNNPACK took over (0: everything runs on builtin kernels)."""
+        return sum(1 for op in self._interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
+
+    @property
+    def max_batch(self) -> int | None:
+        """The model's fixed batch size (None when the batch dimension is dynamic)."""
+        return self._fixed_batch
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run ONNX-layout feeds (in chunks of ``max_batch``) and return ONNX-layout outputs."""
+        missing = [s.onnx_name for s in self.inputs if s.onnx_name not in feeds]
+        if missing:
+            raise VerificationError(f"{self.path}: no feed for input(s) {', '.join(missing)}")
+        n = len(feeds[self.inputs[0].onnx_name])
+        step = self._fixed_batch or max(n, 1)
+        if self._fixed_batch and n % step:
+            raise VerificationError(f"{self.path}: batch {n} is not a multiple of the fixed batch {step}")
+        chunks = [self._run_chunk({k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
+        return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+
+    def _run_chunk(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One invocation: layout, quantization, run, dequantization, layout back."""
+        kwargs = {}
+        for spec in self.inputs:
+            detail = self._in_details[spec.tflite_name]
+            x = np.transpose(np.asarray(feeds[spec.onnx_name]), spec.perm) if spec.perm else feeds[spec.onnx_name]
+            kwargs[spec.tflite_name] = _to_tensor(np.asarray(x), detail)
+        try:
+            result = self._signature(**kwargs)
+        except (ValueError, RuntimeError) as e:
+            raise VerificationError(f"{self.path}: LiteRT failed to run ({e})") from e
+        outs = []
+        for spec in self.outputs:
+            y = _from_tensor(result[spec.tflite_name], self._out_details[spec.tflite_name])
+            outs.append(np.transpose(y, spec.perm) if spec.perm and y.ndim == len(spec.perm) else y)
+        return outs
+
+
+def _to_tensor(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Cast (and for int8/uint8 inputs, quantize) an array for a TFLite input tensor."""
+    dtype = np.dtype(detail["dtype"])
+    scales = detail["quantization_parameters"]["scales"]
+    if dtype.kind in "iu" and len(scales) == 1 and np.issubdtype(x.dtype, np.floating):
+        zp = int(detail["quantization_parameters"]["zero_points"][0])
+        info = np.iinfo(dtype)
+        q = np.round(x.astype(np.float32) / np.float32(scales[0])) + zp
+        return np.clip(q, info.min, info.max).astype(dtype)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def _from_tensor(y: np.ndarray, detail: dict) -> np.ndarray:
+    """Dequantize an int8/uint8 output to float32 (float outputs pass through)."""
+    scales = detail["quantization_parameters"]["scales"]
+    if y.dtype.kind in "iu" and len(scales) == 1:
+        zp = int(detail["quantization_parameters"]["zero_points"][0])
+        return ((y.astype(np.float32) - zp) * np.float32(scales[0])).astype(np.float32)
+    return y
