@@ -1,4 +1,4 @@
-"""INT4 weight-only quantization: MatMul weights as block-wise int4 in onnxruntime's MatMulNBits.
+"""INT4 weight-only quantization: MatMul/Gemm weights as block-wise int4 in onnxruntime's MatMulNBits.
 
 Each block of ``block-size`` consecutive weights along K (the reduction axis) of one output
 column gets its own scale; values are symmetric int4 in [-8, 7], stored offset by 8 as two
@@ -44,9 +44,26 @@ def dequantize_int4_blocks(q: np.ndarray, scales: np.ndarray, k: int) -> np.ndar
     return (q.astype(np.float32) * scales[..., None]).reshape(n, -1)[:, :k].T
 
 
+def _weight_kn(node: ir.Node) -> np.ndarray | None:
+    """W[K, N] of a MatMul, or of a Gemm computing x @ W (+ bias); None for anything else."""
+    if node.op_type not in ("MatMul", "Gemm") or len(node.inputs) < 2:
+        return None
+    w = constant_array(node.inputs[1])
+    if w is None or w.ndim != 2 or w.dtype != np.float32:
+        return None
+    if node.op_type == "Gemm":
+        a = node.attributes
+        if a.get_int("transA", 0) or a.get_float("alpha", 1.0) != 1.0:
+            return None
+        if len(node.inputs) > 2 and node.inputs[2] is not None and constant_array(node.inputs[2]) is None:
+            return None
+        w = w.T if a.get_int("transB", 0) else w
+    return np.ascontiguousarray(w)
+
+
 @dataclass(frozen=True)
 class Int4Weights(Pass):
-    """Replace planned MatMuls whose weight is a 2-D constant by MatMulNBits (4 bits)."""
+    """Replace planned MatMul/Gemm with a 2-D constant weight by MatMulNBits (4 bits) (+ bias Add)."""
 
     name = "int4-weights"
     requires = ("plan-precision",)
@@ -59,8 +76,8 @@ class Int4Weights(Pass):
         count = 0
         for node in list(graph):
             d = qmodel.plan.get(node_label(node))
-            w = constant_array(node.inputs[1]) if node.op_type == "MatMul" else None
-            if d is None or d.precision != Precision.INT4_WEIGHT or w is None or w.ndim != 2:
+            w = _weight_kn(node)
+            if d is None or d.precision != Precision.INT4_WEIGHT or w is None:
                 continue
             k, n = w.shape
             q, scales = quantize_int4_blocks(w.astype(np.float32), block)
@@ -71,7 +88,16 @@ class Int4Weights(Pass):
                           attributes={"K": k, "N": n, "bits": 4, "block_size": block})
             mm.outputs[0].dtype, mm.outputs[0].shape = ir.DataType.FLOAT, node.outputs[0].shape
             graph.insert_before(node, mm)
-            replace_value(node.outputs[0], mm.outputs[0])
+            result = mm.outputs[0]
+            bias = constant_array(node.inputs[2]) if node.op_type == "Gemm" and len(node.inputs) > 2 else None
+            if bias is not None:
+                beta = node.attributes.get_float("beta", 1.0)
+                b = add_initializer(graph, namer, (bias * beta).astype(np.float32), f"{base}_bias")
+                add = new_node(namer, "Add", [result, b], f"{node_label(node)}_biased")
+                add.outputs[0].dtype, add.outputs[0].shape = ir.DataType.FLOAT, node.outputs[0].shape
+                graph.insert_before(node, add)
+                result = add.outputs[0]
+            replace_value(node.outputs[0], result)
             graph.remove(node, safe=True)
             count += 1
         if count:

@@ -42,7 +42,7 @@ def eligible(node: ir.Node, precision: Precision) -> bool:
             return table is not None and table.ndim == 2 and table.size >= MIN_TABLE_ELEMENTS
         return node.op_type in DYNAMIC_OPS and has_constant_weight(node)
     if precision == Precision.INT4_WEIGHT:
-        return node.op_type == "MatMul" and has_constant_weight(node)
+        return node.op_type in ("MatMul", "Gemm") and has_constant_weight(node)
     return True
 
 
