@@ -21,7 +21,8 @@ def fashion() -> None:
     calib = zoo.calibration_data("fashion-cnn")
     sets = {"10k": zoo.eval_data("fashion-cnn", full=True), "1k": zoo.eval_data("fashion-cnn")}
     print(f"fashion-cnn ({machine()}); calibration: {len(calib)} training images")
-    print(f"{'target':14} {'set':4} {'float top1':>10} {'artifact':>9} {'drop pt':>8} {'agree':>7} {'size':>6} {'sec':>5}")
+    print(f"{'target':14} {'set':4} {'float top1':>10} {'artifact':>9} {'drop pt':>8} {'agree':>7} "
+          f"{'size':>6} {'sec':>5}")
     for target in ("onnx-int8", "onnx-int8-arm", "onnx-fp16"):
         for name, data in sets.items():
             report, secs = timed(lambda t=target, d=data: irq.compile(model, t, scratch(), calib=calib, eval=d,

@@ -35,7 +35,8 @@ def export_torch(module: Any, example_inputs: Any, input_names: Sequence[str] | 
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter warns about its own deprecation
-            torch.onnx.export(module, args, buf, dynamo=False, opset_version=opset, input_names=names,
+            torch.onnx.export(module, args, buf,  # type: ignore[arg-type]  # it takes file objects too
+                              dynamo=False, opset_version=opset, input_names=names,
                               output_names=outs, dynamic_axes=axes, do_constant_folding=True)
     except Exception as e:  # torch raises many unrelated types from tracing
         raise ModelImportError(f"torch.onnx.export failed for {type(module).__name__}: "

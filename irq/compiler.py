@@ -60,7 +60,8 @@ def quantize(qmodel: QModel, target: Target, calib: DataSet | None = None, recip
                                calibration=calib)
     passes = parse_pipeline(pipeline or target.pipeline)
     if recipe and recipe.percentile is not None:
-        passes = [dataclasses.replace(p, percentile=recipe.percentile) if p.name == "calibrate" else p
+        passes = [dataclasses.replace(p, percentile=recipe.percentile)  # type: ignore[call-arg]
+                  if p.name == "calibrate" else p
                   for p in passes]
     if target.needs_calibration and calib is None and any(p.name == "calibrate" for p in passes):
         raise InputError(f"target {target.name} needs calibration data (--calib)")

@@ -63,7 +63,7 @@ class DataSet:
         for k in sorted(self.inputs):
             a = np.ascontiguousarray(self.inputs[k])
             h.update(k.encode() + str(a.dtype).encode() + str(a.shape).encode())
-            h.update(memoryview(a).cast("B"))
+            h.update(a.tobytes())
         if self.labels is not None:
             h.update(np.ascontiguousarray(self.labels).tobytes())
         return h.hexdigest()[:16]
@@ -121,7 +121,7 @@ def _npz_member_lazy(path: Path, zf: zipfile.ZipFile, member: str) -> NpyMember 
         extra_len = int.from_bytes(local[28:30], "little")
         f.seek(info.header_offset + 30 + name_len + extra_len)
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+        shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
         offset = f.tell()
     if dtype.hasobject or fortran or not shape:
         return None

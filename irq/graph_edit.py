@@ -6,7 +6,8 @@ collide with an existing one, however the base name was chosen.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -49,7 +50,7 @@ def add_initializer(graph: ir.Graph, namer: Namer, array: np.ndarray, base: str)
 
 
 def new_node(namer: Namer, op_type: str, inputs: Sequence[ir.Value | None], base: str, *,
-             attributes: dict[str, object] | None = None, domain: str = "",
+             attributes: Mapping[str, Any] | None = None, domain: str = "",
              num_outputs: int = 1, version: int | None = None) -> ir.Node:
     """A node (not yet in a graph) with uniquely named outputs ``base``, ``base_1``..."""
     attrs = [ir.convenience.convert_attribute(k, v) for k, v in (attributes or {}).items()]

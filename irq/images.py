@@ -26,11 +26,11 @@ def load_image(path: Path, size: int, crop: int, channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if channels == 1 else "RGB")
             w, h = img.size
             scale = size / min(w, h)
-            img = img.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.BILINEAR)
+            img = img.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.Resampling.BILINEAR)
             w, h = img.size
             left, top = (w - crop) // 2, (h - crop) // 2
             arr = np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.float32)

@@ -114,7 +114,9 @@ def make_pass(name: str, options: dict[str, str]) -> Pass:
 
 
 def _split_top(text: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "{":
             depth += 1

@@ -93,6 +93,6 @@ class FoldBatchNorm(Pass):
         else:
             layer.resize_inputs(3)
             layer.replace_input_with(2, b_value)
-        replace_value(bn.outputs[0], x)
+        replace_value(bn.outputs[0], x)  # type: ignore[arg-type]
         graph.remove(bn, safe=True)
         return True

@@ -131,8 +131,8 @@ class _Rewriter:
             hi = r.hi
             if act.op_type == "Clip" and len(act.inputs) > 2 and constant_array(act.inputs[2]) is not None:
                 hi = min(hi, float(constant_array(act.inputs[2])))  # type: ignore[arg-type]
-            self._q.ranges[x.name] = TensorRange(0.0, max(hi, 0.0), r.method)  # type: ignore[index]
-            y.replace_all_uses_with(x)
+            self._q.ranges[x.name or ""] = TensorRange(0.0, max(hi, 0.0), r.method)
+            y.replace_all_uses_with(x)  # type: ignore[arg-type]
             self._graph.remove(act, safe=True)
 
     def _propagate_ranges(self, nodes: list[ir.Node], quantized: set[str]) -> None:
@@ -202,7 +202,8 @@ class _Rewriter:
         if q.dtype != np.int32:
             # Biases (int32) omit their zero point, ONNX's default 0: 4 bytes a channel saved.
             # Weights keep theirs: onnxruntime's QGemm wants one zero point per scale.
-            inputs.append(add_initializer(g, n, np.zeros(s_v.shape.numpy(), q.dtype), f"{base}_zero_point"))
+            inputs.append(add_initializer(g, n, np.zeros(scales.shape if axis is not None else (), q.dtype),
+                                         f"{base}_zero_point"))
         dq = new_node(n, "DequantizeLinear", inputs, f"{base}_dequantized", attributes=attrs)
         dq.outputs[0].dtype = ir.DataType.FLOAT
         dq.outputs[0].shape = ir.Shape(q.shape)

@@ -52,7 +52,8 @@ def _good_x(n=8):
 
 
 def test_missing_model(capsys, tmp_path):
-    _assert_one_line(*_run(capsys, "compile", str(tmp_path / "nope.onnx"), "-t", "onnx-fp32", "-o", str(tmp_path / "o")),
+    missing = str(tmp_path / "nope.onnx")
+    _assert_one_line(*_run(capsys, "compile", missing, "-t", "onnx-fp32", "-o", str(tmp_path / "o")),
                      "nope.onnx", "not found")
 
 
@@ -148,5 +149,5 @@ def test_console_script_exit_code_and_debug_flag(tmp_path):
            "-o", str(tmp_path / "o")]
     plain = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
-    debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True, check=False)
+    debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True, check=False)
     assert debug.returncode == 2 and "Traceback" in debug.stderr

@@ -24,7 +24,8 @@ def test_pipeline_string_round_trips_with_options():
     assert [p.name for p in passes] == ["fold-bn", "calibrate", "insert-qdq"]
     assert passes[1].method == "percentile" and passes[1].percentile == pytest.approx(99.9)
     assert passes[2].activations is False
-    assert format_pipeline(passes) == "fold-bn,calibrate{method=percentile,percentile=99.9},insert-qdq{activations=false}"
+    expected = "fold-bn,calibrate{method=percentile,percentile=99.9},insert-qdq{activations=false}"
+    assert format_pipeline(passes) == expected
     assert format_pipeline(parse_pipeline(format_pipeline(passes))) == format_pipeline(passes)
 
 

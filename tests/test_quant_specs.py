@@ -51,7 +51,8 @@ def test_quantize_matches_onnxruntime_q_dq():
          helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64])],
         [helper.make_tensor("s", onnx.TensorProto.FLOAT, [], [spec.scale[0]]),
          helper.make_tensor("z", onnx.TensorProto.UINT8, [], [spec.zero_point[0]])])
-    q_ref, y_ref = run_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), {"x": x})
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    q_ref, y_ref = run_onnx(model, {"x": x})
     q = quantize(x, np.float32(spec.scale[0]), np.int64(spec.zero_point[0]), QType.UINT8)
     assert np.array_equal(q, q_ref)
     assert np.array_equal(dequantize(q, spec.scale[0], spec.zero_point[0]), y_ref)
