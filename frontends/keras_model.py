@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from irq.errors import ModelImportError
+from irq.errors import InputError, ModelImportError
 from irq.ir import QModel
 
 from .onnx_file import from_proto
+
+
+def load_keras(path: str | Path) -> QModel:
+    """Load a saved Keras model (.keras or .h5, tf_keras format) and convert it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: model file not found")
+    import tf_keras
+
+    try:
+        model = tf_keras.models.load_model(str(path), compile=False)
+    except (OSError, ValueError) as e:
+        raise ModelImportError(f"{path}: not a loadable Keras model ({str(e).splitlines()[0]})") from e
+    return from_keras(model, name=path.stem)
 
 
 def from_keras(model: Any, name: str | None = None, opset: int = 17) -> QModel:

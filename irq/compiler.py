@@ -34,6 +34,10 @@ def import_model(spec: str | Path | QModel | onnx.ModelProto) -> QModel:
     if isinstance(spec, onnx.ModelProto):
         return from_proto(spec, spec.graph.name or "model")
     text = str(spec)
+    if text.endswith((".keras", ".h5")):
+        from irq.frontends.keras_model import load_keras
+
+        return load_keras(text)
     if text.endswith(".onnx") or os.sep in text or Path(text).exists():
         return load_onnx(text)
     if ":" in text:

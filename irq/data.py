@@ -128,8 +128,9 @@ def _npz_member_lazy(path: Path, zf: zipfile.ZipFile, member: str) -> NpyMember 
     return NpyMember(path, offset, shape, dtype)
 
 
-def load_npz(path: Path) -> DataSet:
+def load_npz(path: str | Path) -> DataSet:
     """Load ``x`` (or one key per model input) and optional ``y`` labels from an .npz file."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: data file not found")
     try:

@@ -16,6 +16,7 @@ from irq.errors import DataError, PassError
 from irq.ir import QModel, float_value_names
 from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
 from irq.pass_infra import Pass, PassResult
+from irq.progress import progress
 from irq.qspec import TensorRange
 from irq.range_methods import entropy_range, mse_range, percentile_range
 
@@ -85,8 +86,9 @@ class Calibrate(Pass):
             per_sample = sum(a.nbytes for a in first) or 1
             limit = int(max(1, min(limit, self.memory_mb * 2**20 // per_sample)))
 
-        def sweep():
-            for batch in rebatch(data.batches(limit), limit):
+        def sweep(desc: str = "calibrating"):
+            batches = rebatch(data.batches(limit), limit)
+            for batch in progress(batches, -(-len(data) // limit), f"{desc} {qmodel.name}"):
                 outs = session.run(out_names, batch)
                 yield [outs[i] for i in wanted]
 
@@ -99,7 +101,7 @@ class Calibrate(Pass):
                     hi[i] = max(hi[i], float(a.max()))
         ranges = {}
         if method in ("percentile", "entropy", "mse"):
-            hists = self._histograms(sweep(), lo, hi)
+            hists = self._histograms(sweep("histograms"), lo, hi)
             for i, name in enumerate(names):
                 ranges[name] = self._from_histogram(method, hists[i], lo[i], hi[i])
         else:
