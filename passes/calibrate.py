@@ -1,8 +1,8 @@
 """Calibration: run the float model on the calibration set and choose a range per activation.
 
-Streaming: the first sweep keeps a running min/max per tensor, the second (only for the
-histogram methods) a fixed 2048-bin histogram per tensor; neither keeps activations, so
-memory does not grow with the number of samples.
+Streaming, one sweep: each tensor keeps its exact min/max and (for the histogram methods) a
+fixed-size histogram whose range doubles as needed (irq/histogram.py); no activations are
+kept, so memory does not grow with the number of samples.
 """
 
 from __future__ import annotations
@@ -15,26 +15,13 @@ import onnx_ir as ir
 from irq.errors import DataError, PassError
 from irq.ir import QModel, float_value_names
 from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
+from irq.histogram import GrowingHistogram
 from irq.pass_infra import Pass, PassResult
 from irq.progress import progress
 from irq.qspec import TensorRange
 from irq.range_methods import entropy_range, mse_range, percentile_range
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
-_BINS = 2048
-_SAMPLE_BITS = 20  # histogram about 2**20 values per tensor and batch
-
-
-def _histogram(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Counts in ``_BINS`` equal bins over [lo, hi] of (a strided sample of) ``a``.
-
-    Large activations are sampled with an odd stride (it never lines up with power-of-two
-    rows and channels); a million values per batch estimate a 2048-bin distribution well,
-    and histogramming every value was most of the calibration time.
-    """
-    flat = a.reshape(-1)
-    stride = (flat.size >> _SAMPLE_BITS) | 1
-    return np.histogram(flat[::stride], bins=_BINS, range=(lo, hi))[0]
 
 
 def _observed_values(graph: ir.Graph) -> list[str]:
@@ -92,21 +79,15 @@ class Calibrate(Pass):
                 outs = session.run(out_names, batch)
                 yield [outs[i] for i in wanted]
 
-        lo = np.full(len(names), np.inf)
-        hi = np.full(len(names), -np.inf)
+        stats = [GrowingHistogram() for _ in names]
+        use_hist = method in ("percentile", "entropy", "mse")
         for outs in sweep():
-            for i, a in enumerate(outs):
-                if a.size:
-                    lo[i] = min(lo[i], float(a.min()))
-                    hi[i] = max(hi[i], float(a.max()))
-        ranges = {}
-        if method in ("percentile", "entropy", "mse"):
-            hists = self._histograms(sweep("histograms"), lo, hi)
-            for i, name in enumerate(names):
-                ranges[name] = self._from_histogram(method, hists[i], lo[i], hi[i])
-        else:
-            for i, name in enumerate(names):
-                ranges[name] = self._finite(lo[i], hi[i], "minmax")
+            for s, a in zip(stats, outs, strict=True):
+                if use_hist:
+                    s.update(a)
+                elif a.size:
+                    s.lo, s.hi = min(s.lo, float(a.min())), max(s.hi, float(a.max()))
+        ranges = {name: self._range(method, s) for name, s in zip(names, stats, strict=True)}
         qmodel.ranges.update(ranges)
         qmodel.analysis["calibration"] = {"method": method, "samples": len(data), "tensors": len(names)}
         return PassResult(qmodel, False)
@@ -119,19 +100,11 @@ class Calibrate(Pass):
             hi = hi if np.isfinite(hi) else float(np.finfo(np.float32).max)
         return TensorRange(float(lo), float(hi), method)
 
-    @staticmethod
-    def _histograms(sweep, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
-        hists = [np.zeros(_BINS, dtype=np.int64) for _ in range(len(lo))]
-        for outs in sweep:
-            for i, a in enumerate(outs):
-                if a.size and hi[i] > lo[i]:
-                    hists[i] += _histogram(a, float(lo[i]), float(hi[i]))
-        return hists
-
-    def _from_histogram(self, method: str, hist: np.ndarray, lo: float, hi: float) -> TensorRange:
-        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+    def _range(self, method: str, stats: GrowingHistogram) -> TensorRange:
+        lo, hi = stats.lo, stats.hi
+        if method == "minmax" or not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
             return self._finite(lo, hi, method)
-        edges = np.linspace(lo, hi, _BINS + 1)
+        hist, edges = stats.trimmed()
         if method == "percentile":
             r = percentile_range(hist, edges, self.percentile)
         elif method == "entropy":

@@ -68,3 +68,23 @@ def test_weight_and_bias_quantization():
     assert np.all(err <= s / 2 + 1e-7)
     b_q, b_s = quantize_bias(np.array([0.5, -1.0, 2.0, 0.0]), 0.02, s)
     assert b_q.dtype == np.int32 and np.allclose(b_q * b_s, [0.5, -1.0, 2.0, 0.0], atol=b_s.max())
+
+
+def test_growing_histogram_counts_like_one_big_histogram():
+    from irq.histogram import BINS, GrowingHistogram
+
+    rng = np.random.default_rng(4)
+    batches = [rng.normal(size=5000) * s for s in (0.5, 1.0, 8.0, 3.0)]  # the range grows twice or more
+    h = GrowingHistogram()
+    for b in batches:
+        h.update(b.astype(np.float32))
+    data = np.concatenate(batches)
+    assert (h.lo, h.hi) == (pytest.approx(data.min()), pytest.approx(data.max()))
+    assert h.counts.sum() == data.size
+    expected = np.histogram(data, bins=BINS, range=(-h.bound, h.bound))[0]
+    # Merged bins of earlier batches are exact; only bin-edge rounding may move a few values.
+    assert np.abs(np.cumsum(h.counts) - np.cumsum(expected)).max() <= 4
+    counts, edges = h.trimmed()
+    assert counts.sum() == data.size and edges[0] == h.lo and edges[-1] == h.hi
+    h.update(np.array([np.inf, 1.0], np.float32))
+    assert h.nonfinite == 1
