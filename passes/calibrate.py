@@ -13,9 +13,9 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.errors import DataError, PassError
+from irq.histogram import GrowingHistogram
 from irq.ir import QModel, float_value_names
 from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
-from irq.histogram import GrowingHistogram
 from irq.pass_infra import Pass, PassResult
 from irq.progress import progress
 from irq.qspec import TensorRange
