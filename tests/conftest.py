@@ -79,3 +79,18 @@ def run_onnx(model: onnx.ModelProto | bytes | str, feeds: dict[str, np.ndarray])
 
     session = make_session(model, threads=1)
     return session.run(None, feeds)
+
+
+def _zoo_digests() -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ZOO_DATA.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shipped_files_stay_untouched():
+    """irq never modifies its inputs: the shipped zoo files must be byte-identical after the run."""
+    before = _zoo_digests()
+    yield
+    changed = [name for name, digest in _zoo_digests().items() if before.get(name) != digest]
+    assert not changed, f"tests modified shipped zoo files: {changed}"
