@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 BINS = 4096  # over [-R, R]: a one-sided (post-ReLU) tensor still gets 2048 bins
-SAMPLE = 1 << 20  # values histogrammed per batch; larger activations are sampled with an odd stride
+SAMPLE = 1 << 17  # values histogrammed per batch; larger activations are sampled with an odd stride
 
 
 class GrowingHistogram:

@@ -174,13 +174,16 @@ class _Rewriter:
         return dq.outputs[0]
 
     def _quantize_weights(self, node: ir.Node, label: str) -> bool:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+        # An embedding table (Gather's input 0) is quantized per row; a layer's weight is input 1.
+        index = 0 if node.op_type == "Gather" else 1
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather") or len(node.inputs) < 2:
             return False
-        w_value = node.inputs[1]
+        w_value = node.inputs[index]
         w = constant_array(w_value)
         if w is None or w.dtype != np.float32:
             return False
-        axis = weight_axis(node, w.ndim) if self._q.plan[label].granularity == "per-channel" else None
+        per_channel = self._q.plan[label].granularity == "per-channel"
+        axis = (0 if index == 0 else weight_axis(node, w.ndim)) if per_channel else None
         # An int4 scheme gets int4 values ([-7, 7], scale max|w|/7) held in int8 initializers:
         # packed INT4 storage would need opset 21, which changes other ops' signatures.
         qtype = QType.INT4 if self._q.scheme.weight == QType.INT4 else QType.INT8
@@ -188,7 +191,7 @@ class _Rewriter:
         key = (id(w_value), axis)
         if key not in self._weights:  # a weight shared by several layers is stored once
             self._weights[key] = self._dequantize_const(w_q, scales, axis, w_value.name or f"{label}.weight")
-        node.replace_input_with(1, self._weights[key])
+        node.replace_input_with(index, self._weights[key])
         if len(node.inputs) > 2 and node.inputs[2] is not None and node.op_type != "MatMul":
             self._quantize_bias(node, scales, axis)
         return True

@@ -34,12 +34,13 @@ def eligible(node: ir.Node, precision: Precision) -> bool:
         return False
     if precision in (Precision.INT8, Precision.INT16):
         return node.op_type in STATIC_INT8_OPS
+    if precision in (Precision.INT8_WEIGHT, Precision.DYNAMIC_INT8) and node.op_type == "Gather":
+        table = constant_array(node.inputs[0])
+        return (table is not None and table.ndim == 2 and table.size >= MIN_TABLE_ELEMENTS
+                and node.attributes.get_int("axis", 0) == 0)
     if precision == Precision.INT8_WEIGHT:
         return node.op_type in WEIGHT_OPS and has_constant_weight(node)
     if precision == Precision.DYNAMIC_INT8:
-        if node.op_type == "Gather":
-            table = constant_array(node.inputs[0])
-            return table is not None and table.ndim == 2 and table.size >= MIN_TABLE_ELEMENTS
         return node.op_type in DYNAMIC_OPS and has_constant_weight(node)
     if precision == Precision.INT4_WEIGHT:
         return node.op_type in ("MatMul", "Gemm") and has_constant_weight(node)
