@@ -129,7 +129,7 @@ class Scheme:
     weight: QType = QType.INT8
     per_channel: bool = True
     symmetric_activations: bool = False
-    calibration: str = "minmax"  # method name understood by the calibrate pass
+    calibration: str = "percentile"  # method name understood by the calibrate pass (percentile: 99.99)
     int4_block_size: int = 32
 
     def __post_init__(self) -> None:
