@@ -99,12 +99,18 @@ class TFLiteRunner(Runner):
             with captured_output():
                 self._interpreter = Interpreter(model_path=str(path), num_threads=THREADS)
                 self._interpreter.allocate_tensors()  # applies XNNPACK now: a refusal fails here
-                self._signature = self._interpreter.get_signature_runner("serving_default")
-        except (ValueError, RuntimeError) as e:
+                signature = self._interpreter._get_full_signature_list()["serving_default"]
+        except (ValueError, RuntimeError, KeyError) as e:
             raise VerificationError(f"{path}: LiteRT cannot load the model ({e})") from e
         self.path = path
-        self._in_details = self._signature.get_input_details()
-        self._out_details = self._signature.get_output_details()
+        # Tensor indices straight from the signature: a SignatureRunner would re-allocate the
+        # interpreter on every call (see _invoke).
+        details = {d["index"]: d for d in (*self._interpreter.get_input_details(),
+                                           *self._interpreter.get_output_details())}
+        self._in_details = {name: details[i] for name, i in signature["inputs"].items()}
+        self._out_details = {name: details[i] for name, i in signature["outputs"].items()}
+        self._shapes: dict[str, tuple[int, ...]] = {
+            k: tuple(int(s) for s in d["shape"]) for k, d in self._in_details.items()}
         specs = read_sidecar(path)
         if specs is None:
             if reference is None:
@@ -120,6 +126,28 @@ class TFLiteRunner(Runner):
         batches = {int(d["shape_signature"][0]) for d in self._in_details.values()
                    if len(d["shape_signature"])}
         self._fixed_batch = max(batches) if batches and min(batches) > 0 else None
+
+    def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Set inputs, invoke, read outputs through the interpreter's tensor indices.
+
+        The signature runner resizes inputs and re-allocates (re-planning XNNPACK) on every
+        call, which cost more than the int8 inference itself; here that happens only when an
+        input shape changes.
+        """
+        interp = self._interpreter
+        changed = False
+        for name, x in feeds.items():
+            index = self._in_details[name]["index"]
+            if self._shapes.get(name) != x.shape:
+                interp.resize_tensor_input(index, list(x.shape))
+                self._shapes[name] = x.shape
+                changed = True
+        if changed:
+            interp.allocate_tensors()
+        for name, x in feeds.items():
+            interp.set_tensor(self._in_details[name]["index"], x)
+        interp.invoke()
+        return {name: interp.get_tensor(d["index"]).copy() for name, d in self._out_details.items()}
 
     @property
     def delegated_partitions(self) -> int:
@@ -151,7 +179,7 @@ class TFLiteRunner(Runner):
             x = np.transpose(np.asarray(feeds[spec.onnx_name]), spec.perm) if spec.perm else feeds[spec.onnx_name]
             kwargs[spec.tflite_name] = _to_tensor(np.asarray(x), detail)
         try:
-            result = self._signature(**kwargs)
+            result = self._invoke(kwargs)
         except (ValueError, RuntimeError) as e:
             raise VerificationError(f"{self.path}: LiteRT failed to run ({e})") from e
         outs = []
