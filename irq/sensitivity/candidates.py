@@ -1,0 +1,191 @@
+"""Candidate models from ONE calibration, evaluated in parallel worker processes.
+
+The target's pipeline is cut after ``plan-precision``: the prefix (clean-up, analysis,
+calibration, planning) runs once; each candidate is a clone of that planned IR whose plan has
+some layers pinned to another precision, finished by the suffix (normally ``insert-qdq``).
+Workers receive the planned model once, read the data batch by batch from uncompressed ``.npz``
+files and run onnxruntime with one intra-op thread each, so two workers use two cores without
+contention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from irq.data import DataSet, load_npz
+from irq.errors import InputError
+from irq.ir import QModel
+from irq.pass_infra import Instrument, PassManager
+from irq.qspec import LayerDecision, Precision
+from irq.registry import format_pipeline, parse_pipeline
+from irq.sensitivity.boundaries import settle
+from irq.targets import Target
+
+PLAN_PASS = "plan-precision"
+
+
+def split_pipeline(target: Target, pipeline: str | None = None) -> tuple[str, str]:
+    """The pipeline up to and including ``plan-precision``, and the rest."""
+    passes = parse_pipeline(pipeline or target.pipeline)
+    names = [p.name for p in passes]
+    if PLAN_PASS not in names:
+        raise InputError(f"target {target.name} has no precision plan ({PLAN_PASS} is not in its pipeline "
+                         f"{format_pipeline(passes)!r}): sensitivity needs a quantizing target")
+    cut = names.index(PLAN_PASS) + 1
+    return format_pipeline(passes[:cut]), format_pipeline(passes[cut:])
+
+
+def proxy_suffix(suffix: str) -> str:
+    """The suffix that builds an onnxruntime-runnable twin of a candidate.
+
+    TFLite's pipelines stop at the plan (its converter quantizes); their QDQ twin, with the
+    target's scheme, is what the layers are ranked on before the search measures real artifacts.
+    """
+    return suffix or "insert-qdq"
+
+
+def calibrate_once(float_qmodel: QModel, target: Target, calib: DataSet | None, recipe: Any = None,
+                   pipeline: str | None = None, instruments: Sequence[Instrument] = ()) -> QModel:
+    """Run the target's pipeline up to the precision plan: the one calibration every candidate shares."""
+    from irq.compiler import quantize
+
+    prefix, _ = split_pipeline(target, pipeline)
+    return quantize(float_qmodel, target, calib, recipe, prefix, instruments)
+
+
+def pin(base: QModel, overrides: Mapping[str, Precision], suffix: str, reason: str = "sensitivity",
+        isolate: bool = True) -> QModel:
+    """A clone of the planned ``base`` with ``overrides`` pinned in its plan, finished by ``suffix``.
+
+    Activations and (with ``isolate``) data-movement ops that feed only float layers are kept
+    float as well (see ``irq.sensitivity.boundaries``); scoring a layer quantized alone turns
+    ``isolate`` off.
+    """
+    work = base.clone()
+    for label, precision in overrides.items():
+        old = work.plan.get(label)
+        work.plan[label] = LayerDecision(precision, reason, old.granularity if old else "per-channel")
+    settle(work, reason, movement=isolate)
+    if suffix:
+        work = PassManager(parse_pipeline(suffix))(work).model
+    return work
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything a worker needs, sent once: the planned model, the float model, data paths."""
+
+    base_model: bytes
+    base_fields: dict[str, Any]
+    float_model: bytes
+    suffix: str
+    data: dict[str, str]
+    threads: int | None = 1
+
+    @staticmethod
+    def create(base: QModel, float_model: bytes, suffix: str, data: dict[str, str],
+               threads: int | None) -> Workspace:
+        """Pack ``base`` without its graph object and calibration data (they do not pickle cheaply)."""
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)
+                  if f.name not in ("model", "calibration", "analysis")}
+        return Workspace(base.to_bytes(), fields, float_model, suffix, data, threads)
+
+    def base(self) -> QModel:
+        """The planned QModel rebuilt from bytes."""
+        model = ir.serde.deserialize_model(onnx.load_from_string(self.base_model))
+        return QModel(model=model, **self.base_fields)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation: the float model (``overrides`` None) or a candidate, on a named data set.
+
+    With ``layerwise`` set, the result is per-unit error statistics instead of model outputs.
+    """
+
+    data: str
+    overrides: tuple[tuple[str, str], ...] | None = None
+    layerwise: tuple[Any, ...] = ()
+    isolate: bool = True
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _init(space: Workspace) -> None:
+    _STATE.clear()
+    _STATE.update(space=space, base=space.base(), data={})
+
+
+def _dataset(name: str) -> DataSet:
+    cache = _STATE["data"]
+    if name not in cache:
+        cache[name] = load_npz(Path(_STATE["space"].data[name]))
+    return cache[name]
+
+
+def run_task(task: Task) -> Any:
+    """Evaluate one task in this process (a worker, or the caller when there is no pool)."""
+    from irq.backends.onnx_qdq import OnnxRunner
+    from irq.verify import run_dataset
+
+    space: Workspace = _STATE["space"]
+    data = _dataset(task.data)
+    if task.overrides is None:
+        return run_dataset(OnnxRunner(space.float_model, space.threads), data)
+    overrides = {label: Precision(p) for label, p in task.overrides}
+    model = pin(_STATE["base"], overrides, space.suffix, isolate=task.isolate)
+    if task.layerwise:
+        from irq.sensitivity.layerwise import layer_errors
+
+        return layer_errors(_STATE["base"], model, list(task.layerwise), data, space.threads)
+    return run_dataset(OnnxRunner(model.to_bytes(), space.threads), data)
+
+
+class Evaluator:
+    """Runs tasks in ``workers`` spawned processes (or inline when ``workers`` is 1)."""
+
+    def __init__(self, space: Workspace, workers: int) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")  # forking a process that holds ORT threads is unsafe
+            self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(space,))
+        else:
+            _init(space)
+
+    def submit(self, task: Task) -> Future:
+        """Schedule ``task``; the future holds its outputs (or layer statistics)."""
+        if self._pool is not None:
+            return self._pool.submit(run_task, task)
+        future: Future = Future()
+        try:
+            future.set_result(run_task(task))
+        except Exception as e:  # handed to the caller through the future, as a pool would
+            future.set_exception(e)
+        return future
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        _STATE.clear()
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def as_task(overrides: Mapping[str, Precision], data: str, isolate: bool = True) -> Task:
+    """A picklable task for ``overrides`` on data set ``data``."""
+    return Task(data, tuple(sorted((k, v.value) for k, v in overrides.items())), isolate=isolate)

@@ -1,0 +1,99 @@
+"""Per-layer error of the fully quantized model against float, from one pass over the data.
+
+Both graphs run side by side with every unit's output exposed as an extra graph output; the
+quantized graph is read where its consumers read it (after the unit's output Q/DQ pair), so a
+folded ReLU/Clip is compared as the quantizer that replaced it. The statistics stream over
+batches: no activation is kept, whatever the data size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from irq.data import DataSet
+from irq.ir import QModel, node_label
+from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
+from irq.sensitivity.units import Unit
+
+
+def _values(graph: ir.Graph) -> dict[str, ir.Value]:
+    found = {v.name: v for v in graph.inputs if v.name}
+    for node in graph:
+        for out in node.outputs:
+            if out.name:
+                found[out.name] = out
+    return found
+
+
+def _twin(value: ir.Value) -> str:
+    """The name consumers read ``value`` through: its DequantizeLinear output when it has a Q/DQ pair."""
+    for use in value.uses():
+        q = use.node
+        if q.op_type == "QuantizeLinear" and use.idx == 0:
+            for use2 in q.outputs[0].uses():
+                if use2.node.op_type == "DequantizeLinear":
+                    return use2.node.outputs[0].name or ""
+    return value.name or ""
+
+
+def pairs(base: QModel, quantized: QModel, units: list[Unit]) -> list[tuple[str, str, str]]:
+    """(unit, float value, quantized value) for every unit whose output can be found in both graphs."""
+    outputs = {node_label(n): [o.name for o in n.outputs if o.name] for n in base.graph}
+    qvalues = _values(quantized.graph)
+    found = []
+    for u in units:
+        for label in reversed(u.members):  # a folded activation's output is gone; its input remains
+            names = [n for n in outputs.get(label, [])[:1] if n in qvalues]
+            if names:
+                found.append((u.name, u.output, _twin(qvalues[names[0]])))
+                break
+    return found
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.signal = self.noise = self.cos_sum = 0.0
+        self.count = self.samples = 0
+
+    def add(self, r: np.ndarray, o: np.ndarray) -> None:
+        r64 = r.reshape(len(r), -1).astype(np.float64)
+        o64 = o.reshape(len(o), -1).astype(np.float64)
+        d = r64 - o64
+        self.signal += float(np.sum(r64 ** 2))
+        self.noise += float(np.sum(d ** 2))
+        self.count += d.size
+        den = np.linalg.norm(r64, axis=1) * np.linalg.norm(o64, axis=1)
+        self.cos_sum += float(np.sum(np.where(den > 0, np.sum(r64 * o64, axis=1) / np.maximum(den, 1e-30), 1.0)))
+        self.samples += len(r)
+
+    def result(self) -> dict[str, float]:
+        sqnr = math.inf if self.noise == 0 else 10 * math.log10(max(self.signal, 1e-30) / self.noise)
+        if not math.isfinite(self.noise):
+            sqnr = -math.inf
+        return {"sqnr_db": sqnr, "mse": self.noise / max(self.count, 1),
+                "cosine": self.cos_sum / max(self.samples, 1)}
+
+
+def layer_errors(base: QModel, quantized: QModel, units: list[Unit], data: DataSet,
+                 threads: int | None = None, batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """SQNR (dB), MSE and cosine of each unit's output, quantized model vs float, over ``data``."""
+    matched = pairs(base, quantized, units)
+    float_sess = make_session(with_outputs(base.to_proto(), [f for _, f, _ in matched]), threads)
+    quant_sess = make_session(with_outputs(quantized.to_proto(), [q for _, _, q in matched]), threads)
+    f_names = [o.name for o in float_sess.get_outputs()]
+    q_names = [o.name for o in quant_sess.get_outputs()]
+    f_idx = [f_names.index(f) for _, f, _ in matched]
+    q_idx = [q_names.index(q) for _, _, q in matched]
+    stats = [_Stats() for _ in matched]
+    limit = min(batch_limit(float_sess) or batch_size, batch_size)
+    for batch in rebatch(data.batches(batch_size), limit):
+        f_out = float_sess.run(f_names, batch)
+        q_out = quant_sess.run(q_names, batch)
+        for s, i, j in zip(stats, f_idx, q_idx, strict=True):
+            s.add(f_out[i], q_out[j])
+    return {unit: {**s.result(), "float_value": f, "quantized_value": q}
+            for (unit, f, q), s in zip(matched, stats, strict=True)}

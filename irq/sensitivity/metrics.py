@@ -1,0 +1,173 @@
+"""Task metrics for sensitivity and budgets: built-in ones and ``package.module:function``.
+
+A metric is called as ``fn(float_outputs, artifact_outputs, labels)`` with one array per model
+output (samples on axis 0) and returns a float where higher is better. Built-in:
+
+- ``top1``: the artifact's top-1 accuracy minus float's, in points (needs labels; -0.4 is a drop
+  of 0.4 points);
+- ``agreement``: how often the artifact's top-1 class is float's;
+- ``sqnr``: signal-to-quantization-noise ratio of all outputs, in dB;
+- ``cosine``: mean per-sample cosine similarity, averaged over outputs;
+- ``mse``: mean squared error, negated so that higher is better.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from irq.errors import InputError
+from irq.metrics import accuracy
+from irq.metrics import agreement as top1_agreement
+
+MetricFn = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | None"], float]
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+
+
+def _scores(outputs: list[np.ndarray]) -> np.ndarray:
+    first = outputs[0]
+    if first.ndim != 2 or first.shape[1] < 2:
+        raise InputError(f"this metric needs class scores (N, C) as the first output, got shape {first.shape}")
+    return first
+
+
+def top1(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """Top-1 accuracy of ``out`` minus that of ``ref``, in points (100 = one sample in one)."""
+    if labels is None:
+        raise InputError("metric 'top1' needs labelled evaluation data (use agreement or sqnr otherwise)")
+    y = np.asarray(labels)
+    # irq.metrics' own functions, so that ties (common in int8 outputs) break as in report.json.
+    return float(100.0 * (accuracy(_scores(out), y)["top1"] - accuracy(_scores(ref), y)["top1"]))
+
+
+def agreement(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """Fraction of samples whose top-1 class matches float's (as report.json counts it)."""
+    return float(top1_agreement(_scores(ref), _scores(out))["top1"])
+
+
+def sqnr(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """10 log10(signal / noise) over every output; -inf for non-finite outputs, inf when exact."""
+    signal = noise = 0.0
+    for r, o in zip(ref, out, strict=True):
+        r64, o64 = _flat(r), _flat(o)
+        if not np.isfinite(o64).all():
+            return float("-inf")
+        signal += float(np.sum(r64 ** 2))
+        noise += float(np.sum((r64 - o64) ** 2))
+    if noise == 0.0:
+        return float("inf")
+    return float(10.0 * math.log10(max(signal, 1e-30) / noise))
+
+
+def cosine(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """Mean per-sample cosine similarity, averaged over outputs (non-finite outputs score -1)."""
+    values = []
+    for r, o in zip(ref, out, strict=True):
+        r64, o64 = _flat(r), _flat(o)
+        if not np.isfinite(o64).all():
+            return -1.0
+        den = np.linalg.norm(r64, axis=1) * np.linalg.norm(o64, axis=1)
+        cos = np.where(den > 0, np.sum(r64 * o64, axis=1) / np.maximum(den, 1e-30), 1.0)
+        values.append(float(np.mean(cos)))
+    return float(np.mean(values))
+
+
+def neg_mse(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """Minus the mean squared error over every output element (-inf for non-finite outputs)."""
+    total = count = 0.0
+    for r, o in zip(ref, out, strict=True):
+        d = _flat(r) - _flat(o)
+        if not np.isfinite(d).all():
+            return float("-inf")
+        total += float(np.sum(d ** 2))
+        count += d.size
+    return -total / max(count, 1.0)
+
+
+BUILTIN: dict[str, MetricFn] = {"top1": top1, "agreement": agreement, "sqnr": sqnr, "cosine": cosine,
+                                "mse": neg_mse}
+#: Metrics that move in steps of one sample: too coarse to rank layers on a small subset.
+COARSE = frozenset({"top1", "agreement"})
+
+
+def resolve_metric(spec: str) -> MetricFn:
+    """The built-in metric ``spec`` or the function named by ``package.module:function``."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise InputError(f"unknown metric {spec!r}: use {', '.join(BUILTIN)} or package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise InputError(f"metric {spec!r} cannot be loaded: {e}") from e
+    if not callable(fn):
+        raise InputError(f"metric {spec!r} is not callable")
+    return fn
+
+
+def evaluate_metric(spec: str, ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """Call metric ``spec``; InputError when a user metric fails or returns a non-number."""
+    fn = resolve_metric(spec)
+    try:
+        value = fn(ref, out, labels)
+    except InputError:
+        raise
+    except Exception as e:  # a user function may raise anything
+        raise InputError(f"metric {spec!r} failed: {type(e).__name__}: {e}") from e
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"metric {spec!r} returned {type(value).__name__}, not a number") from e
+    return float("-inf") if math.isnan(number) else number  # NaN cannot be ranked: count it as worst
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """An accuracy budget: ``metric`` (higher is better) must be at least ``threshold``."""
+
+    metric: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        resolve_metric(self.metric)
+        if not math.isfinite(self.threshold):
+            raise InputError(f"budget threshold must be finite, got {self.threshold}")
+
+    def met(self, value: float) -> bool:
+        """Whether a measured metric value satisfies the budget."""
+        return value >= self.threshold
+
+    def describe(self) -> str:
+        """The budget in words, for messages and reports."""
+        if self.metric == "top1":
+            return f"top-1 drop <= {-self.threshold:g} pt vs float"
+        return f"{self.metric} >= {self.threshold:g}"
+
+    @staticmethod
+    def from_flags(budget: float | None = None, min_agreement: float | None = None,
+                   min_metric: float | None = None, metric: str | None = None) -> Criterion | None:
+        """The criterion that ``--budget``/``--min-agreement``/``--min-metric`` ask for (None if none)."""
+        given = [x is not None for x in (budget, min_agreement, min_metric)]
+        if sum(given) > 1:
+            raise InputError("give only one of --budget, --min-agreement and --min-metric")
+        if budget is not None:
+            if budget < 0:
+                raise InputError(f"--budget is a maximum top-1 drop in points and cannot be negative ({budget})")
+            return Criterion("top1", -float(budget))
+        if min_agreement is not None:
+            if not 0.0 <= min_agreement <= 1.0:
+                raise InputError(f"--min-agreement is a fraction in [0, 1], got {min_agreement}")
+            return Criterion("agreement", float(min_agreement))
+        if min_metric is not None:
+            if not metric:
+                raise InputError("--min-metric needs --metric (e.g. sqnr, cosine or package.module:function)")
+            return Criterion(metric, float(min_metric))
+        return None
