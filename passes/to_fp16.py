@@ -9,12 +9,57 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import onnx
 import onnx_ir as ir
 from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+from irq.graph_edit import Namer, add_initializer
 from irq.ir import QModel
 from irq.pass_infra import Pass, PassResult
 from irq.qspec import Precision
+
+
+def _unshare_small_initializers(graph: ir.Graph, limit: int = 1024) -> None:
+    """Give each consumer its own copy of a small shared initializer.
+
+    The converter decides an initializer's type once; shared between an op it keeps in
+    float32 and one it converts, one side ends up with the wrong type.
+    """
+    namer = Namer(graph)
+    for value in list(graph.initializers.values()):
+        uses = value.uses()
+        if value.const_value is None or value.const_value.size > limit or len(uses) < 2:
+            continue
+        array = value.const_value.numpy()
+        for use in uses[1:]:
+            copy = add_initializer(graph, namer, array.copy(), value.name or "const")
+            use.node.replace_input_with(use.idx, copy)
+
+
+def _cast_integers_to_fp16(proto: onnx.ModelProto) -> None:
+    """Casts from integers/bools to float32 feed float16 math after conversion; make them fp16.
+
+    The converter leaves them float32 (MiniLM's attention mask), which onnxruntime rejects.
+    Blocked ops get their own fp16->fp32 casts from the converter, so this is consistent.
+    """
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL, onnx.TensorProto.INT8,
+               onnx.TensorProto.UINT8, onnx.TensorProto.INT16}
+    outputs = {o.name for o in proto.graph.output}
+    for node in proto.graph.node:
+        if node.op_type != "Cast" or types.get(node.input[0]) not in integer or node.output[0] in outputs:
+            continue
+        to = next((a for a in node.attribute if a.name == "to"), None)
+        if to is not None and to.i == onnx.TensorProto.FLOAT:
+            to.i = onnx.TensorProto.FLOAT16
+
+
+#: The converter leaves Clip's min/max initializers in float32 while converting its input,
+#: which onnxruntime rejects (MiniLM's normalisation); Clip stays float32 instead.
+_KEEP_FP32_OPS = ("Clip",)
 
 
 @dataclass(frozen=True)
@@ -27,11 +72,14 @@ class ToFP16(Pass):
     def run(self, qmodel: QModel) -> PassResult:
         """Convert, keeping the nodes the plan pins to fp32 in float32."""
         keep = [name for name, d in qmodel.plan.items() if d.precision == Precision.FP32]
+        _unshare_small_initializers(qmodel.graph)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # it warns for every clamped tiny weight
             proto = convert_float_to_float16(qmodel.to_proto(), keep_io_types=self.keep_io,
-                                             op_block_list=DEFAULT_OP_BLOCK_LIST, node_block_list=keep,
+                                             op_block_list=[*DEFAULT_OP_BLOCK_LIST, *_KEEP_FP32_OPS],
+                                             node_block_list=keep,
                                              disable_shape_infer=False)
+        _cast_integers_to_fp16(proto)
         qmodel.model = ir.serde.deserialize_model(proto)
         qmodel.analysis["fp16"] = {"kept_fp32_nodes": len(keep)}
         return PassResult(qmodel, True)

@@ -184,3 +184,25 @@ def test_analyze_finds_layers_and_hazards(tiny_cnn_proto):
     assert report["first_layers"] == [report["quantizable_layers"][0]["name"]]
     assert report["last_layers"] == [report["quantizable_layers"][-1]["name"]]
     assert report["parameters"] > 1000
+
+
+def test_fp16_handles_integer_casts_and_clamps():
+    """A mask cast from int64 and F.normalize's clamp (as in MiniLM) must load in onnxruntime."""
+    import torch
+
+    from irq.frontends.torch_module import export_torch
+
+    class Pool(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(50, 16)
+
+        def forward(self, ids, mask):
+            h = self.emb(ids) * mask.unsqueeze(-1).float()
+            return torch.nn.functional.normalize(h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
+
+    ids, mask = torch.randint(0, 50, (2, 7)), torch.ones(2, 7, dtype=torch.int64)
+    proto = export_torch(Pool().eval(), (ids, mask), input_names=["ids", "mask"])
+    q = quantize(from_proto(proto, "pool"), get_target("onnx-fp16"))
+    feeds = {"ids": ids.numpy(), "mask": mask.numpy()}
+    np.testing.assert_allclose(run_onnx(q.to_proto(), feeds)[0], run_onnx(proto, feeds)[0], atol=2e-3)
