@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--methods", default="minmax,percentile,mse,entropy")
     args = ap.parse_args()
     model = zoo.get("efficientnet-lite0").onnx_path
-    calib, held_out = zoo.calibration_data("efficientnet-lite0", args.calib), zoo.eval_data("efficientnet-lite0", args.eval)
+    calib = zoo.calibration_data("efficientnet-lite0", args.calib)
+    held_out = zoo.eval_data("efficientnet-lite0", args.eval)
     tmp = scratch()
     float_size = model.stat().st_size
     ref = run_model(model, held_out)

@@ -43,7 +43,8 @@ def fashion() -> None:
     print(f"fashion-cnn, {len(test)} test images: float {100 * fl:.2f}%")
     for t, (a, s) in rows.items():
         print(f"  {t:14} top-1 {100 * a:.2f}% (drop {100 * (fl - a):+.2f} pt), lowering {s:.1f} s")
-    print(f"  tflite-int8 vs the IR's onnx-int8-arm: {100 * (rows['tflite-int8'][0] - rows['onnx-int8-arm'][0]):+.2f} pt")
+    gap = 100 * (rows["tflite-int8"][0] - rows["onnx-int8-arm"][0])
+    print(f"  tflite-int8 vs the IR's onnx-int8-arm: {gap:+.2f} pt")
 
 
 def effnet(crops: int) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from irq.data import DataSet, load_data
 from irq.data_check import conform
 from irq.errors import InputError
 from irq.targets import get_backend
+
+if TYPE_CHECKING:
+    from irq.budgets import Budgets
+    from irq.verify_report import VerifyOptions
 
 _SUFFIX_BACKEND = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
 
@@ -33,18 +37,23 @@ def backend_for(artifact: Path) -> str:
 
 
 def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: str | Path | None = None,
-           measure_latency: bool = True) -> dict[str, Any]:
-    """Recompute the verification part of the report for any artifact against its float model."""
+           measure_latency: bool = True, *, budgets: Budgets | None = None,
+           checks: VerifyOptions | None = None) -> dict[str, Any]:
+    """Recompute the verification part of the report for any artifact against its float model.
+
+    Writes ``out`` (report.json) and the HTML page beside it when ``out`` is given; a missed
+    budget raises BudgetError after that.
+    """
     from irq.compiler import import_model
-    from irq.report import write_report
-    from irq.verify_report import verification_section
+    from irq.verify_report import VerifyOptions, extended_checks, finalize, verification_section
 
     artifact = Path(artifact)
     if not artifact.exists():
         raise InputError(f"{artifact}: artifact not found")
     float_model = import_model(model)
     dataset = conform(load_data(data), float_model.graph, "evaluation")
-    backend = get_backend(backend_for(artifact))
+    backend_name = backend_for(artifact)
+    backend = get_backend(backend_name)
     float_bytes = float_model.to_bytes()
     size = sum(p.stat().st_size for p in artifact.rglob("*") if p.is_file()) if artifact.is_dir() \
         else artifact.stat().st_size
@@ -52,8 +61,9 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
                               "artifact": str(artifact), "layers": [],
                               "size_bytes": {"float": len(float_bytes), "artifact": size,
                                              "ratio": size / max(len(float_bytes), 1)}}
-    report.update(verification_section(float_bytes, backend.runner(artifact, float_model), dataset,
-                                       measure_latency))
-    if out is not None:
-        write_report(Path(out), report)
+    runner = backend.runner(artifact, float_model)
+    report.update(verification_section(float_bytes, runner, dataset, measure_latency=False))
+    extended_checks(report, float_model, artifact, backend_name, runner, dataset,
+                    checks or VerifyOptions(measure_latency=measure_latency))
+    finalize(report, None if out is None else Path(out), budgets)
     return report

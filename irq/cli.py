@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from irq.errors import BudgetError, IrqError
@@ -32,6 +34,31 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--std", help="per-channel std")
     g.add_argument("--scale", type=float, default=1.0, help="multiply pixels (0..255) by this first")
     g.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+
+
+def _add_check_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    from irq.budgets import add_budget_flags
+
+    p.add_argument("--no-crash-test", action="store_true", help="skip the extreme-input crash test")
+    p.add_argument("--no-layer-error", action="store_true", help="skip per-layer SQNR (ONNX artifacts)")
+    add_budget_flags(p, skip)
+
+
+def _checks(args: argparse.Namespace):
+    from irq.verify_report import VerifyOptions
+
+    return VerifyOptions(measure_latency=not args.no_latency, crash_test=not args.no_crash_test,
+                         layer_error=not args.no_layer_error)
+
+
+def _print_outcome(report: dict[str, Any]) -> None:
+    from irq.summary import one_line
+
+    print(one_line(report))
+    for w in report.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    for b in report.get("budgets", {}).get("checks", []):
+        print(f"budget {b['budget']}: {'pass' if b['passed'] else 'FAIL'} ({b['detail']})", file=sys.stderr)
 
 
 def _image_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     c.add_argument("-o", "--out", required=True, help="output folder")
     _add_data_options(c)
+    from irq.sensitivity.cli import add_budget_arguments
+
+    add_budget_arguments(c)  # --budget, --min-agreement, --min-metric: mixed precision
+    _add_check_options(c, skip=("min_agreement",))  # --min-agreement above doubles as a budget
 
     v = sub.add_parser("verify", help="re-measure an artifact against its float model")
     v.add_argument("model")
@@ -94,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-o", "--out", help="write the report JSON here")
     v.add_argument("--no-latency", action="store_true")
     _add_data_options(v)
+    _add_check_options(v)
 
     for module in _subcommand_modules():
         _COMMANDS.update(module.register(sub))
@@ -127,24 +159,55 @@ def _compile(args: argparse.Namespace) -> int:
     from irq.summary import one_line
 
     options = {k: v for k, v in (("io", args.io), ("deployment_target", args.deployment_target)) if v}
-    report = compile_model(args.model, args.target, args.out, calib=_load(args.calib, args),
-                           eval=_load(args.eval, args), recipe=args.recipe, pipeline=args.pipeline,
-                           dump_ir=args.dump_ir, disable_passes=args.disable_pass, options=options,
-                           measure_latency=not args.no_latency)
-    print(one_line(report))
-    for w in report.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
+    from irq.budgets import Budgets
+    from irq.sensitivity.cli import budget_requested, compile_budget
+    from irq.verify_report import complete_saved
+
+    budgets = Budgets.from_args(args)
+    if budget_requested(args):
+        saved = Path(args.out) / "report.json"
+        try:
+            compile_budget(args, options, _load)
+        except BudgetError:  # the search missed: still check and write everything, then say so
+            with contextlib.suppress(BudgetError):
+                complete_saved(saved, args.model, _load(args.eval, args), budgets, _checks(args))
+            raise
+        report = complete_saved(saved, args.model, _load(args.eval, args), budgets, _checks(args))
+        print(one_line(report))
+        return 0
+    try:
+        report = compile_model(args.model, args.target, args.out, calib=_load(args.calib, args),
+                               eval=_load(args.eval, args), recipe=args.recipe, pipeline=args.pipeline,
+                               dump_ir=args.dump_ir, disable_passes=args.disable_pass, options=options,
+                               measure_latency=not args.no_latency, budgets=budgets, checks=_checks(args))
+    except BudgetError:
+        _print_saved(os.path.join(args.out, "report.json"))
+        raise
+    _print_outcome(report)
     return 0
+
+
+def _print_saved(path: str) -> None:
+    """The outcome lines of a report a missed budget interrupted (it was written first)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            _print_outcome(json.load(f))
 
 
 @command("verify")
 def _verify(args: argparse.Namespace) -> int:
     from irq.api import verify
-    from irq.summary import one_line
+    from irq.budgets import Budgets
 
-    report = verify(args.model, args.artifact, _load(args.eval, args), out=args.out,
-                    measure_latency=not args.no_latency)
-    print(one_line(report))
+    budgets = Budgets.from_args(args)
+    try:
+        report = verify(args.model, args.artifact, _load(args.eval, args), out=args.out,
+                        measure_latency=not args.no_latency, budgets=budgets, checks=_checks(args))
+    except BudgetError:
+        if args.out:
+            _print_saved(args.out)
+        raise
+    _print_outcome(report)
     return 0
 
 

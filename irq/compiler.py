@@ -11,10 +11,11 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from irq.budgets import Budgets
 from irq.data import DataSet, load_data
 from irq.data_check import conform
 from irq.errors import InputError
@@ -23,6 +24,9 @@ from irq.pass_infra import DisablePassesInstrument, DumpIRInstrument, Instrument
 from irq.recipe import Recipe, load_recipe
 from irq.registry import parse_pipeline
 from irq.targets import Target, get_backend, get_target
+
+if TYPE_CHECKING:
+    from irq.verify_report import VerifyOptions
 
 
 def import_model(spec: str | Path | QModel | onnx.ModelProto) -> QModel:
@@ -76,9 +80,15 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str, out_dir: 
             calib: str | Path | DataSet | None = None, eval: str | Path | DataSet | None = None,
             recipe: str | Path | Recipe | None = None, pipeline: str | None = None,
             dump_ir: str | Path | None = None, disable_passes: Sequence[str] = (),
-            options: dict[str, Any] | None = None, measure_latency: bool = True) -> dict[str, Any]:
-    """Compile ``model`` for ``target``; write the artifact and report.json; return the report."""
-    from irq.report import build_report, write_report
+            options: dict[str, Any] | None = None, measure_latency: bool = True,
+            budgets: Budgets | None = None, checks: VerifyOptions | None = None) -> dict[str, Any]:
+    """Compile ``model`` for ``target``; write the artifact, report.json and report.html; return the report.
+
+    With ``eval``, the artifact is verified (accuracy, error, latency, crash test, per-layer
+    SQNR; ``checks`` selects). A missed budget raises BudgetError after everything is written.
+    """
+    from irq.report import build_report
+    from irq.verify_report import VerifyOptions, extended_checks, finalize, verification_section
 
     t0 = time.perf_counter()
     tgt = get_target(target)
@@ -101,12 +111,12 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str, out_dir: 
     artifact = backend.lower(qmodel, tgt, out)
     report = build_report(float_model, float_bytes, qmodel, tgt, artifact, timing.timings)
     if eval_data is not None:
-        from irq.verify_report import verification_section
-
-        report.update(verification_section(float_bytes, backend.runner(artifact.path, qmodel), eval_data,
-                                           measure_latency))
+        runner = backend.runner(artifact.path, qmodel)
+        report.update(verification_section(float_bytes, runner, eval_data, measure_latency=False))
+        extended_checks(report, float_model, artifact.path, tgt.backend, runner, eval_data,
+                        checks or VerifyOptions(measure_latency=measure_latency))
     report["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    write_report(out / "report.json", report)
+    finalize(report, out / "report.json", budgets)
     return report
 
 

@@ -14,9 +14,14 @@ from irq.errors import VerificationError
 
 def make_session(model: onnx.ModelProto | bytes | str, threads: int | None = None,
                  optimize: bool = True) -> ort.InferenceSession:
-    """A CPU session; ``threads`` defaults to the machine's cores."""
+    """A CPU session; ``threads`` defaults to ``$IRQ_THREADS``, else the machine's cores.
+
+    ``irq batch`` sets ``IRQ_THREADS`` in its workers to their share of the cores: sessions in
+    parallel processes that each spin one thread per core slow each other down.
+    """
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    env = os.environ.get("IRQ_THREADS", "")
+    opts.intra_op_num_threads = threads or (int(env) if env.isdigit() else 0) or (os.cpu_count() or 1)
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     if not optimize:

@@ -74,3 +74,26 @@ def latency(runner: Runner, data: DataSet, runs: int = 30, warmup: int = 5) -> d
         runner.run(sample)
         times.append((time.perf_counter() - start) * 1e3)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": runs}
+
+
+def interleaved_latency(runners: list[Runner], data: DataSet, runs: int = 30, warmup: int = 5,
+                        rounds: int = 3) -> list[dict[str, float]]:
+    """Single-sample latency (ms) of several runners, taking turns in blocks.
+
+    Each of ``rounds`` rounds gives every runner a warm-up and then its share of the timed
+    runs, so a change in machine load or clock speed does not favour one runner. Blocks, not
+    single runs, because a runtime's worker threads keep spinning for a while after a call and
+    would slow whichever runner goes next.
+    """
+    sample = next(data.batches(1))
+    per_round = -(-runs // rounds)
+    times: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for r, t in zip(runners, times, strict=True):
+            for _ in range(warmup):
+                r.run(sample)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                r.run(sample)
+                t.append((time.perf_counter() - start) * 1e3)
+    return [{"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": len(t)} for t in times]

@@ -1,13 +1,58 @@
-"""The verification part of the report: accuracy, error and latency of an artifact vs float."""
+"""The verification part of the report: accuracy, error, latency, crash test and budgets.
+
+``verification_section`` compares an artifact with float on the evaluation data (what every
+caller needs). ``extended_checks`` adds what ``irq compile --eval`` and ``irq verify`` report
+beyond that: latency against the right float baseline, the crash test and per-layer SQNR.
+``finalize`` checks the budgets, writes report.json and report.html, then raises BudgetError
+when a budget was missed, so a CI gets the files and the exit code.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from irq.backends.base import Runner
 from irq.backends.onnx_qdq import OnnxRunner
+from irq.budgets import Budgets
 from irq.data import DataSet
-from irq.verify import check_labels, compare, is_classifier, latency, run_dataset
+from irq.ir import QModel
+from irq.verify import check_labels, compare, interleaved_latency, is_classifier, latency, run_dataset
+
+#: A class whose top-1 accuracy falls by more than this many points is reported as collapsed.
+COLLAPSE_PT = 10.0
+#: Below this speed-up the artifact is reported as no faster than float (timing noise is a few %).
+NOT_FASTER = 1.05
+
+DEVICE_LATENCY = {
+    "measured": False,
+    "why": "Core ML predicts only on Apple hardware; off macOS irq runs the package with its read-back "
+           "evaluator (numpy), whose speed says nothing about a device",
+    "how": [
+        "Xcode 15+: open the .mlpackage, Performance tab, '+' to add a connected device, Run Test: median "
+        "prediction time and the compute unit (CPU/GPU/Neural Engine) of every op",
+        "xcrun coremlcompiler compile model.mlpackage build/  (or xcrun coremlc) to get the .mlmodelc an app loads",
+        "Instruments, 'Core ML' template, on the device running an app that loads the model: load, prediction "
+        "and per-op times",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """Which of the extended checks run, and how latency is measured."""
+
+    measure_latency: bool = True
+    crash_test: bool = True
+    layer_error: bool = True
+    latency_runs: int = 30
+    warmup: int = 5
+    threads: int | None = None  # onnxruntime threads (None: the machine's cores; LiteRT uses its own 2)
+    layer_samples: int = 64
 
 
 def verification_section(float_model: bytes, runner: Runner, data: DataSet,
@@ -23,12 +68,165 @@ def verification_section(float_model: bytes, runner: Runner, data: DataSet,
     for key in ("accuracy", "agreement", "error"):
         if key in v:
             section[key] = v.pop(key)
-    if measure_latency:
+    warnings = _collapsed_classes(v.get("per_class_worst", []), section.get("accuracy"))
+    if measure_latency and runner.runtime == "coreml-readback":
+        section["latency_on_device"] = DEVICE_LATENCY
+    elif measure_latency:
         f, a = latency(float_runner, data), latency(runner, data)
         section["latency"] = {"float": f, "artifact": a, "speedup": f["median_ms"] / max(a["median_ms"], 1e-9),
-                              "float_runtime": float_runner.runtime, "artifact_runtime": runner.runtime}
-        if section["latency"]["speedup"] < 1.0:
-            section.setdefault("warnings", []).append(
-                f"honest-speed: the artifact is {1 / section['latency']['speedup']:.2f}x SLOWER than float "
-                f"on this machine ({a['median_ms']:.2f} ms vs {f['median_ms']:.2f} ms)")
+                              "float_runtime": float_runner.runtime, "artifact_runtime": runner.runtime,
+                              "baseline": "onnxruntime, the float model"}
+        warnings += speed_warnings(section["latency"])
+    if warnings:
+        section["warnings"] = warnings
     return section
+
+
+def _collapsed_classes(rows: list[dict[str, Any]], accuracy: dict[str, Any] | None) -> list[str]:
+    """Mark (and warn about) classes whose accuracy fell more than COLLAPSE_PT points."""
+    mean = f" while the mean fell {accuracy['drop_top1_pt']:.2f} pt" if accuracy else ""
+    warnings = []
+    for r in rows:
+        r["drop_pt"] = 100 * r["drop"]
+        r["collapsed"] = r["drop_pt"] > COLLAPSE_PT
+        if r["collapsed"]:
+            warnings.append(f"class-collapse: class {r['class']} top-1 fell {r['drop_pt']:.1f} pt "
+                            f"({100 * r['float']:.1f}% -> {100 * r['artifact']:.1f}%, {r['samples']} samples){mean}")
+    return warnings
+
+
+def speed_warnings(lat: dict[str, Any]) -> list[str]:
+    """The honest-speed warning when the artifact is not faster than its float baseline here."""
+    s, a, f = lat["speedup"], lat["artifact"]["median_ms"], lat["float"]["median_ms"]
+    base = lat.get("baseline", "float")
+    if s < 0.99:
+        return [f"honest-speed: the artifact is {1 / s:.2f}x SLOWER than float on this machine "
+                f"({a:.3f} ms vs {f:.3f} ms, baseline: {base})"]
+    if s < NOT_FASTER:
+        return [f"honest-speed: the artifact is NOT FASTER than float on this machine ({s:.2f}x: "
+                f"{a:.3f} ms vs {f:.3f} ms, baseline: {base})"]
+    return []
+
+
+def latency_section(float_model: QModel, artifact: Path, backend: str, runner: Runner, data: DataSet,
+                    options: VerifyOptions) -> dict[str, Any]:
+    """Float vs artifact latency, taking turns, against the float model in the artifact's runtime.
+
+    A .tflite is compared with a float .tflite of the same model (the tflite-fp32 lowering, built
+    here) as well as with onnxruntime; an ONNX artifact with the float model in onnxruntime.
+    """
+    threads = options.threads or os.cpu_count() or 1
+    if backend == "tflite":
+        from irq.backends.tflite.offline import THREADS
+
+        threads = THREADS  # same thread count on both sides of the comparison
+    ort_float = OnnxRunner(float_model.to_bytes(), threads=threads)
+    art = OnnxRunner(str(artifact), threads=threads) if backend == "onnx" else runner
+    if backend != "tflite" or _tflite_mode(artifact) == "fp32":
+        f, a = interleaved_latency([ort_float, art], data, options.latency_runs, options.warmup)
+        return _latency_dict(f, a, "onnxruntime", art.runtime, "onnxruntime fp32, the float model", threads)
+    with tempfile.TemporaryDirectory(prefix="irq-fp32-") as tmp:
+        fp32 = _tflite_fp32(float_model, Path(tmp))
+        if isinstance(fp32, str):  # could not build: fall back, and say so
+            f, a = interleaved_latency([ort_float, art], data, options.latency_runs, options.warmup)
+            return _latency_dict(f, a, "onnxruntime", art.runtime, f"onnxruntime fp32 (no float .tflite: {fp32})",
+                                 threads)
+        f, o, a = interleaved_latency([fp32, ort_float, art], data, options.latency_runs, options.warmup)
+    section = _latency_dict(f, a, fp32.runtime, art.runtime,
+                            "LiteRT fp32: the tflite-fp32 lowering of the same model, built for this measurement",
+                            threads)
+    section["other_baselines"] = {"onnxruntime-fp32": {**o, "speedup": o["median_ms"] / max(a["median_ms"], 1e-9)}}
+    return section
+
+
+def _latency_dict(f: dict[str, float], a: dict[str, float], f_rt: str, a_rt: str, baseline: str,
+                  threads: int) -> dict[str, Any]:
+    return {"float": f, "artifact": a, "speedup": f["median_ms"] / max(a["median_ms"], 1e-9), "float_runtime": f_rt,
+            "artifact_runtime": a_rt, "baseline": baseline, "threads": threads, "batch": 1}
+
+
+def _tflite_mode(path: Path) -> str | None:
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        return json.loads(sidecar.read_text()).get("mode") if sidecar.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _tflite_fp32(float_model: QModel, out: Path) -> Runner | str:
+    """A LiteRT runner on the model lowered to float .tflite, or why it could not be built."""
+    from irq.compiler import quantize
+    from irq.errors import IrqError
+    from irq.targets import get_backend, get_target
+
+    target = get_target("tflite-fp32")
+    try:
+        backend = get_backend("tflite")
+        qmodel = quantize(float_model, target)
+        return backend.runner(backend.lower(qmodel, target, out).path, qmodel)
+    except IrqError as e:
+        return str(e).splitlines()[0]
+
+
+def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path, backend: str, runner: Runner,
+                    data: DataSet, options: VerifyOptions | None = None) -> None:
+    """Add latency (right baseline), crash test and per-layer SQNR to ``report``, with warnings."""
+    options = options or VerifyOptions()
+    warnings = report.setdefault("warnings", [])
+    if options.measure_latency and backend == "coreml":
+        report.pop("latency", None)
+        report["latency_on_device"] = DEVICE_LATENCY
+    elif options.measure_latency:
+        report["latency"] = latency_section(float_model, Path(artifact), backend, runner, data, options)
+        warnings[:] = [w for w in warnings if not w.startswith("honest-speed")] + speed_warnings(report["latency"])
+    if options.crash_test:
+        from irq.crashtest import crash_test
+
+        report["crash_test"] = crash_test(Path(artifact), backend, float_model.to_bytes(), data)
+        warnings += [f"crash-test: {r['case']}: {r['detail']}" for r in report["crash_test"] if not r["passed"]]
+    if options.layer_error and backend == "onnx":
+        from irq.layer_error import layer_sqnr
+
+        try:
+            report["layer_error"] = layer_sqnr(float_model.to_bytes(), Path(artifact), data, options.layer_samples)
+        except Exception as e:  # a diagnostic: its failure is reported, it does not stop verification
+            report["layer_error"] = {"samples": 0, "layers": [], "note": f"not computed: {type(e).__name__}: {e}"}
+    elif options.layer_error:
+        report["layer_error"] = {"samples": 0, "layers": [],
+                                 "note": f"per-layer SQNR is computed for ONNX artifacts only (this one is {backend})"}
+    if not warnings:
+        report.pop("warnings")
+
+
+def finalize(report: dict[str, Any], json_path: Path | None, budgets: Budgets | None = None) -> None:
+    """Check budgets, write report.json and report.html beside it, then raise BudgetError if one was missed."""
+    from irq import budgets as budget_checks
+    from irq.report import write_report
+
+    budget_checks.apply(report, budgets)
+    where = "(not saved: no output path)"
+    if json_path is not None:
+        from irq.html_report import write_html
+
+        write_report(json_path, report)
+        write_html(json_path.with_suffix(".html"), report)
+        where = str(json_path)
+    budget_checks.enforce(report, where)
+
+
+def complete_saved(json_path: Path, model: Any, data: Any, budgets: Budgets | None,
+                   options: VerifyOptions | None = None) -> dict[str, Any]:
+    """Extended checks, budgets and report.html for a report another driver wrote (the budget search)."""
+    from irq.compiler import import_model
+    from irq.data import load_data
+    from irq.data_check import conform
+    from irq.targets import get_backend
+
+    report = json.loads(Path(json_path).read_text())
+    float_model = import_model(model)
+    dataset = conform(load_data(data), float_model.graph, "evaluation")
+    artifact = Path(report["artifact"])
+    runner = get_backend(report["backend"]).runner(artifact, float_model)
+    extended_checks(report, float_model, artifact, report["backend"], runner, dataset, options)
+    finalize(report, Path(json_path), budgets)
+    return report

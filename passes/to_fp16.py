@@ -27,7 +27,7 @@ def _unshare_small_initializers(graph: ir.Graph, limit: int = 1024) -> None:
     """
     namer = Namer(graph)
     for value in list(graph.initializers.values()):
-        uses = value.uses()
+        uses = list(value.uses())
         if value.const_value is None or value.const_value.size > limit or len(uses) < 2:
             continue
         array = value.const_value.numpy()

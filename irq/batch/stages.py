@@ -1,0 +1,179 @@
+"""The cached stages of one job: import, data, and the target pipeline with cached calibration.
+
+The target pipeline is run in three parts: the passes before ``calibrate``, ``calibrate``
+itself, and the rest. Calibration is the expensive part and depends on much less than the
+artifact does: the graph as ``calibrate`` sees it, the calibration data, the pass's options
+and the calibration method. Its result (``QModel.ranges`` and the calibration note) is cached
+under a key made of exactly those, so targets that differ only after calibration (onnx-int8
+and onnx-int8-arm: the activation dtype does not change a min/max range) or recipes that only
+change layer rules share one calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from irq.batch.keys import bytes_digest, file_digest, module_source, stage_key
+from irq.batch.schema import DataRef, ModelRef
+from irq.batch.store import Store
+from irq.data import DataSet, load_data
+from irq.errors import IrqError, ModelImportError
+from irq.ir import QModel
+from irq.pass_infra import Instrument, Pass, PassManager
+from irq.qspec import TensorRange
+from irq.recipe import Recipe
+from irq.registry import parse_pipeline
+from irq.targets import Target
+
+
+@dataclass
+class StageLog:
+    """Which stages of a job were computed ("ran") and which were read from the cache ("hit")."""
+
+    stages: dict[str, str] = field(default_factory=dict)
+
+
+def source_key(model: ModelRef, python_path: tuple[Path, ...] = ()) -> str:
+    """The key of a model's import: the file's bytes, or for module:function its source file's.
+
+    A callable is keyed by its module's source text, not by running it: a module that loads
+    weights from elsewhere must change its source (or the cache be cleared) to be re-imported.
+    Likewise an ONNX file's external-data files are not part of the key, only the .onnx file.
+    """
+    if model.kind == "callable":
+        return stage_key("import", spec=model.spec, source=file_digest(module_source(model.spec, python_path)))
+    return stage_key("import", bytes=file_digest(model_path(model)))
+
+
+def model_path(model: ModelRef) -> Path:
+    """The ONNX file behind an ``onnx`` or ``zoo`` reference."""
+    if model.kind == "zoo":
+        from irq import zoo
+
+        return zoo.get(model.spec).onnx_path
+    return Path(model.spec)
+
+
+def import_stage(store: Store, model: ModelRef, log: StageLog,
+                 python_path: tuple[Path, ...] = ()) -> tuple[QModel, str]:
+    """The imported QModel and the SHA-256 of its serialized bytes (its identity downstream)."""
+    from irq.batch.stamps import import_what, model_files, remember, stamp_key
+    from irq.compiler import import_model
+    from irq.frontends.onnx_file import from_proto
+
+    what = import_what(model)
+    stamp = stamp_key(what, model_files(model, python_path))  # before hashing: see irq.batch.stamps
+    key = source_key(model, python_path)
+    remember(store, stamp, what, key)
+    meta = store.read_json("imports", key)
+    if meta is None:
+        with store.lock("imports", key):
+            meta = store.read_json("imports", key)
+            if meta is None:
+                qmodel = import_model(model.spec if model.kind != "zoo" else str(model_path(model)))
+                data = qmodel.to_bytes()
+                store.write_bytes("imports", key, ".onnx", data)
+                meta = {"name": qmodel.name, "sha256": bytes_digest(data), "source": model.spec}
+                store.write_json("imports", key, meta)  # written last: it commits the entry
+                log.stages["import"] = "ran"
+                return qmodel, meta["sha256"]
+    data = store.path("imports", key, ".onnx").read_bytes()
+    if bytes_digest(data) != meta["sha256"]:
+        raise ModelImportError(f"{store.path('imports', key, '.onnx')}: cached import is corrupt "
+                               "(hash mismatch); delete it and rerun")
+    log.stages.setdefault("import", "hit")
+    return from_proto(onnx.load_from_string(data), meta["name"]), meta["sha256"]
+
+
+def load_ref(ref: DataRef | None, role: str) -> DataSet | None:
+    """The data set a reference names (zoo data or a file/folder), first ``samples`` only."""
+    if ref is None:
+        return None
+    if ref.zoo:
+        from irq import zoo
+
+        return (zoo.calibration_data if role == "calibration" else zoo.eval_data)(ref.zoo, ref.samples)
+    data = load_data(ref.path)  # type: ignore[arg-type]
+    return data.head(ref.samples) if ref.samples else data
+
+
+#: Backends that never read the calibration data themselves (only the calibrate pass does).
+#: TFLite (representative dataset, onnx2tf's sample images) and Core ML read it while lowering.
+_BACKENDS_WITHOUT_DATA = frozenset({"onnx"})
+
+
+def calibration_matters(target: Target, pipeline: str | None) -> bool:
+    """Whether the calibration data can change the job's artifact (only then is it in the key)."""
+    if target.backend not in _BACKENDS_WITHOUT_DATA:
+        return True
+    return any(p.name == "calibrate" for p in parse_pipeline(pipeline or target.pipeline))
+
+
+def _effective(p: Pass, recipe: Recipe | None) -> Pass:
+    # irq.compiler.quantize applies a recipe's percentile to calibrate the same way
+    if p.name == "calibrate" and recipe is not None and recipe.percentile is not None:
+        return dataclasses.replace(p, percentile=recipe.percentile)  # type: ignore[call-arg]
+    return p
+
+
+def _prepared(qmodel: QModel, target: Target, calib: DataSet | None, recipe: Recipe | None) -> QModel:
+    # the working copy exactly as irq.compiler.quantize sets it up before its passes run
+    scheme = recipe.apply_to(target.scheme) if recipe else target.scheme
+    return dataclasses.replace(qmodel.clone(), scheme=scheme, recipe=recipe,
+                               default_precision=target.default_precision, calibration=calib)
+
+
+def quantize_cached(store: Store, qmodel: QModel, target: Target, calib: DataSet | None, recipe: Recipe | None,
+                    pipeline: str | None, instruments: list[Instrument], log: StageLog,
+                    wait: bool = True) -> QModel:
+    """``irq.compiler.quantize`` with calibrate's result read from / written to the cache.
+
+    ``wait=False``: when another worker is calibrating the same thing, raise EntryBusy
+    rather than hold this worker idle (the scheduler runs the job again later).
+    """
+    from irq.compiler import quantize
+
+    passes = [_effective(p, recipe) for p in parse_pipeline(pipeline or target.pipeline)]
+    at = next((i for i, p in enumerate(passes) if p.name == "calibrate"), None)
+    work = _prepared(qmodel, target, calib, recipe)
+    if at is None or calib is None or not all(i.should_run(passes[at], work) for i in instruments):
+        return quantize(qmodel, target, calib, recipe, pipeline, instruments)  # nothing to cache
+    work = PassManager(passes[:at], instruments)(work).model
+    calibrate = passes[at]
+    key = stage_key("calibrate", graph=bytes_digest(work.to_bytes()), data=calib.fingerprint(),
+                    spec=calibrate.spec(), method=getattr(calibrate, "method", "") or work.scheme.calibration)
+    entry = store.read_json("calibration", key)
+    if entry is None:
+        with store.lock("calibration", key, wait):
+            entry = store.read_json("calibration", key)
+            if entry is None:
+                work = PassManager([calibrate], instruments)(work).model
+                store.write_json("calibration", key, _calibration_entry(work))
+                log.stages["calibrate"] = "ran"
+    if entry is not None:
+        _restore(work, entry)
+        log.stages["calibrate"] = "hit"
+    return PassManager(passes[at + 1:], instruments)(work).model
+
+
+def _calibration_entry(qmodel: QModel) -> dict[str, Any]:
+    # a list keeps the ranges' order, which is the graph order insert-qdq walks
+    return {"ranges": [[name, r.lo, r.hi, r.method] for name, r in qmodel.ranges.items()],
+            "note": qmodel.analysis.get("calibration")}
+
+
+def _restore(qmodel: QModel, entry: dict[str, Any]) -> None:
+    """Put cached ranges into ``qmodel`` as if calibrate had just run on it."""
+    try:
+        qmodel.ranges.update({name: TensorRange(float(lo), float(hi), method) for name, lo, hi, method
+                              in entry["ranges"]})
+    except (KeyError, TypeError, ValueError) as e:
+        raise IrqError(f"cached calibration of {qmodel.name!r} is malformed ({e}); delete the cache") from e
+    if entry.get("note") is not None:
+        qmodel.analysis["calibration"] = entry["note"]
+    qmodel.history.append("calibrate")
