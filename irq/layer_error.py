@@ -28,7 +28,9 @@ _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DO
 
 
 @dataclass
-class _Accumulator:
+class ErrorAccumulator:
+    """Streaming SQNR, MSE, cosine and max abs error between reference and output batches."""
+
     signal: float = 0.0
     noise: float = 0.0
     cos_sum: float = 0.0
@@ -37,6 +39,7 @@ class _Accumulator:
     max_abs: float = 0.0
 
     def add(self, r: np.ndarray, o: np.ndarray) -> None:
+        """Accumulate one batch (samples on axis 0)."""
         r64 = r.reshape(len(r), -1).astype(np.float64)
         o64 = o.reshape(len(o), -1).astype(np.float64)
         d = r64 - o64
@@ -49,6 +52,7 @@ class _Accumulator:
         self.samples += len(r)
 
     def result(self) -> dict[str, float]:
+        """The figures over everything added."""
         if not math.isfinite(self.noise):
             sqnr = -math.inf
         else:
@@ -142,7 +146,7 @@ def layer_sqnr(float_model: bytes | onnx.ModelProto, artifact: Path | onnx.Model
     anames = [r["read_at"] for r in rows]
     finputs = [i.name for i in fsess.get_inputs()]
     ainputs = [i.name for i in asess.get_inputs()]
-    acc = [_Accumulator() for _ in rows]
+    acc = [ErrorAccumulator() for _ in rows]
     limit = min(x for x in (batch_limit(fsess), batch_limit(asess), batch_size) if x)
     seen = 0
     for batch in rebatch(data.head(max_samples).batches(batch_size), limit):

@@ -8,14 +8,13 @@ batches: no activation is kept, whatever the data size.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
 
 from irq.data import DataSet
 from irq.ir import QModel, node_label
+from irq.layer_error import ErrorAccumulator
 from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
 from irq.sensitivity.units import Unit
 
@@ -54,28 +53,7 @@ def pairs(base: QModel, quantized: QModel, units: list[Unit]) -> list[tuple[str,
     return found
 
 
-class _Stats:
-    def __init__(self) -> None:
-        self.signal = self.noise = self.cos_sum = 0.0
-        self.count = self.samples = 0
-
-    def add(self, r: np.ndarray, o: np.ndarray) -> None:
-        r64 = r.reshape(len(r), -1).astype(np.float64)
-        o64 = o.reshape(len(o), -1).astype(np.float64)
-        d = r64 - o64
-        self.signal += float(np.sum(r64 ** 2))
-        self.noise += float(np.sum(d ** 2))
-        self.count += d.size
-        den = np.linalg.norm(r64, axis=1) * np.linalg.norm(o64, axis=1)
-        self.cos_sum += float(np.sum(np.where(den > 0, np.sum(r64 * o64, axis=1) / np.maximum(den, 1e-30), 1.0)))
-        self.samples += len(r)
-
-    def result(self) -> dict[str, float]:
-        sqnr = math.inf if self.noise == 0 else 10 * math.log10(max(self.signal, 1e-30) / self.noise)
-        if not math.isfinite(self.noise):
-            sqnr = -math.inf
-        return {"sqnr_db": sqnr, "mse": self.noise / max(self.count, 1),
-                "cosine": self.cos_sum / max(self.samples, 1)}
+_Stats = ErrorAccumulator  # the same streaming figures as the report's per-layer SQNR
 
 
 def layer_errors(base: QModel, quantized: QModel, units: list[Unit], data: DataSet,
