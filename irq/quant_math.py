@@ -44,15 +44,22 @@ def weight_scales(w: np.ndarray, axis: int | None, qtype: QType = QType.INT8) ->
     return scales
 
 
-def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qtype: QType,
-             axis: int | None = None) -> np.ndarray:
-    """ONNX QuantizeLinear semantics: round half to even, saturate."""
+def _per_axis(scale: np.ndarray, zero_point: np.ndarray, ndim: int,
+              axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scale (float32) and zero point (int64) shaped to broadcast along ``axis`` of a rank-``ndim`` tensor."""
     s = np.asarray(scale, dtype=np.float32)
     z = np.asarray(zero_point, dtype=np.int64)
     if axis is not None and s.ndim == 1 and s.size > 1:
-        shape = [1] * x.ndim
+        shape = [1] * ndim
         shape[axis] = -1
         s, z = s.reshape(shape), z.reshape(shape)
+    return s, z
+
+
+def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qtype: QType,
+             axis: int | None = None) -> np.ndarray:
+    """ONNX QuantizeLinear semantics: round half to even, saturate."""
+    s, z = _per_axis(scale, zero_point, x.ndim, axis)
     q = np.rint(x.astype(np.float32) / s) + z
     return np.clip(q, qtype.qmin, qtype.qmax).astype(qtype.numpy_dtype)
 
@@ -60,12 +67,7 @@ def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qtype: QT
 def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
                axis: int | None = None) -> np.ndarray:
     """ONNX DequantizeLinear semantics, in float32."""
-    s = np.asarray(scale, dtype=np.float32)
-    z = np.asarray(zero_point, dtype=np.int64)
-    if axis is not None and s.ndim == 1 and s.size > 1:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        s, z = s.reshape(shape), z.reshape(shape)
+    s, z = _per_axis(scale, zero_point, q.ndim, axis)
     return ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
 
 

@@ -48,15 +48,16 @@ def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target
     }
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers and inf/nan as strings (JSON has neither)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)  # JSON has no inf/nan; keep them readable
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if hasattr(obj, "item"):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj
 
 
@@ -71,7 +72,7 @@ def validate_report(report: dict[str, Any]) -> None:
     import jsonschema
 
     try:
-        jsonschema.validate(_jsonable(report), report_schema())
+        jsonschema.validate(jsonable(report), report_schema())
     except jsonschema.ValidationError as e:
         path = "/".join(str(p) for p in e.absolute_path)
         raise VerificationError(f"report.json breaks its schema at {path or '<root>'}: {e.message}") from e
@@ -80,4 +81,4 @@ def validate_report(report: dict[str, Any]) -> None:
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Validate and write report.json atomically."""
     validate_report(report)
-    atomic_write_text(path, json.dumps(_jsonable(report), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(report), indent=2) + "\n")

@@ -5,25 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from irq.io import atomic_path, atomic_write_text
+from irq.report import jsonable
 from irq.sensitivity.analysis import MODES, SensitivityResult
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with numpy scalars as Python numbers and inf/nan as strings (JSON has neither)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "item"):
-        return jsonable(obj.item())
-    return obj
 
 
 def result_dict(result: SensitivityResult) -> dict[str, Any]:
