@@ -17,7 +17,7 @@ from irq import zoo
 from irq.compiler import import_model, quantize
 from irq.metrics import kl_divergence
 from irq.targets import get_backend, get_target
-from irq.verify import run_dataset
+from irq.verification import run_dataset
 
 
 def lower(name: str, target_name: str, data):

@@ -102,7 +102,7 @@ def float_finetune_case(train: DataSet, test: DataSet, calib: DataSet, opts: QAT
     from irq.backends.onnx_qdq import OnnxRunner
     from irq.compiler import quantize
     from irq.qat.train import train as train_module
-    from irq.verify import run_dataset
+    from irq.verification import run_dataset
 
     target, recipe = resolve_target("onnx-int8", "int4"), recipe_from_dict(PER_TENSOR)
     prepared = prepare(import_model("fashion-cnn"), target, calib, recipe)

@@ -19,7 +19,7 @@ from irq import zoo
 from irq.compiler import import_model, quantize
 from irq.metrics import accuracy, agreement, kl_divergence
 from irq.targets import get_backend, get_target
-from irq.verify import latency, run_dataset
+from irq.verification import latency, run_dataset
 
 
 def build(model: Path, target: str, calib):

@@ -21,7 +21,7 @@ from irq.backends.onnx_qdq import OnnxRunner
 from irq.budgets import Budgets
 from irq.data import DataSet
 from irq.ir import QModel
-from irq.verify import check_labels, compare, interleaved_latency, is_classifier, latency, run_dataset
+from irq.verification import check_labels, compare, interleaved_latency, is_classifier, latency, run_dataset
 
 #: A class whose top-1 accuracy falls by more than this many points is reported as collapsed.
 COLLAPSE_PT = 10.0

@@ -136,7 +136,7 @@ def _dataset(name: str) -> DataSet:
 def run_task(task: Task) -> Any:
     """Evaluate one task in this process (a worker, or the caller when there is no pool)."""
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.verify import run_dataset
+    from irq.verification import run_dataset
 
     space: Workspace = _STATE["space"]
     data = _dataset(task.data)

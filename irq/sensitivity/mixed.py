@@ -102,7 +102,7 @@ class _Search:
 
     def measure(self, kept: Sequence[Unit]) -> dict[str, Any]:
         """Lower the assignment that keeps ``kept`` at high precision, run it and score it."""
-        from irq.verify import run_dataset
+        from irq.verification import run_dataset
 
         key = frozenset(u.name for u in kept)
         if key in self.points:
@@ -182,7 +182,7 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     (a new temporary folder when None, left for the caller to remove: the result points into it).
     """
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.verify import run_dataset
+    from irq.verification import run_dataset
 
     opts = options or SearchOptions()
     rank_metric = "sqnr" if criterion.metric in COARSE else criterion.metric  # coarse metrics tie on a subset
