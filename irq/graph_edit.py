@@ -13,20 +13,11 @@ import numpy as np
 import onnx_ir as ir
 
 
-class Namer:
-    """Hands out value and node names that are unique within one graph."""
+class UniqueNames:
+    """Hands out names never handed out (or reserved) before: ``base``, ``base_1``, ..."""
 
-    def __init__(self, graph: ir.Graph) -> None:
+    def __init__(self) -> None:
         self._used: set[str] = set()
-        for v in graph.inputs:
-            self._used.add(v.name or "")
-        self._used.update(graph.initializers)
-        for node in graph.all_nodes():
-            if node.name:
-                self._used.add(node.name)
-            for out in node.outputs:
-                if out.name:
-                    self._used.add(out.name)
 
     def fresh(self, base: str) -> str:
         """``base`` if unused, else ``base_1``, ``base_2``... (the first free one)."""
@@ -36,6 +27,22 @@ class Namer:
             name = f"{base}_{i}"
         self._used.add(name)
         return name
+
+
+class Namer(UniqueNames):
+    """Hands out value and node names that are unique within one graph."""
+
+    def __init__(self, graph: ir.Graph) -> None:
+        super().__init__()
+        for v in graph.inputs:
+            self._used.add(v.name or "")
+        self._used.update(graph.initializers)
+        for node in graph.all_nodes():
+            if node.name:
+                self._used.add(node.name)
+            for out in node.outputs:
+                if out.name:
+                    self._used.add(out.name)
 
 
 def add_initializer(graph: ir.Graph, namer: Namer, array: np.ndarray, base: str) -> ir.Value:

@@ -19,6 +19,7 @@ from coremltools.converters.mil.mil import Var
 
 from irq.backends.coreml.deploy import Deployment
 from irq.errors import LoweringError
+from irq.graph_edit import UniqueNames
 from irq.ir import node_label
 
 
@@ -82,7 +83,7 @@ class LoweringContext:
         self.weights: list[dict[str, Any]] = []  # one record per constexpr op, for read-back
         self.node: ir.Node | None = None
         self._placed: dict[tuple[int, tuple[int, ...] | None], Var] = {}
-        self._names: set[str] = set()
+        self._names = UniqueNames()
 
     # -- errors and names -------------------------------------------------------------------
     def error(self, message: str) -> LoweringError:
@@ -100,12 +101,7 @@ class LoweringContext:
         base = re.sub(r"\W", "_", onnx_name)
         if not base or base[0].isdigit():
             base = f"v_{base}"
-        name, n = base, 0
-        while name in self._names:
-            n += 1
-            name = f"{base}_{n}"
-        self._names.add(name)
-        return name
+        return self._names.fresh(base)
 
     # -- reading inputs -------------------------------------------------------------------
     def raw(self, node: ir.Node, index: int) -> Any:
