@@ -12,6 +12,7 @@ import onnx
 from irq.errors import LoweringError
 from irq.io import atomic_write_bytes
 from irq.ort_utils import batch_limit, make_session
+from irq.weight_range import host_int8_saturates
 
 from .base import Artifact, Backend, Runner
 
@@ -20,13 +21,20 @@ if TYPE_CHECKING:
     from irq.targets import Target
 
 
+#: Model metadata naming the CPU kernels the artifact was built for ("arm" or "x86").
+KERNELS_KEY = "irq.kernels"
+
+
 class OnnxRunner(Runner):
     """Runs an ONNX file in onnxruntime on the CPU."""
 
     runtime = "onnxruntime"
 
-    def __init__(self, model: str | bytes | onnx.ModelProto, threads: int | None = None) -> None:
-        self.session = make_session(model, threads)
+    def __init__(self, model: str | bytes | onnx.ModelProto, threads: int | None = None,
+                 reference_arithmetic: bool = False) -> None:
+        self.session = make_session(model, threads, optimize=not reference_arithmetic)
+        if reference_arithmetic:
+            self.runtime = "onnxruntime (reference Q/DQ arithmetic)"
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -58,6 +66,10 @@ class OnnxBackend(Backend):
         except onnx.checker.ValidationError as e:
             raise LoweringError(f"{qmodel.name}: the lowered ONNX graph is invalid: "
                                 f"{str(e).splitlines()[0]}") from e
+        kernels = str(target.options.get("kernels", ""))
+        if kernels:
+            onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                                KERNELS_KEY: kernels})
         data = proto.SerializeToString()
         path = Path(out_dir) / "model.onnx"
         atomic_write_bytes(path, data)
@@ -68,5 +80,11 @@ class OnnxBackend(Backend):
                         {"lower_seconds": round(time.perf_counter() - start, 3), "op_census": census})
 
     def runner(self, artifact_path: Path, reference: QModel | None = None) -> Runner:
-        """An onnxruntime session on the file."""
-        return OnnxRunner(str(artifact_path))
+        """An onnxruntime session on the file.
+
+        An artifact for Arm kernels (which do not saturate) verified on an x86 CPU whose int8
+        kernels do runs with Q/DQ as written, so this machine's kernels do not misreport it.
+        """
+        meta = {p.key: p.value for p in onnx.load(str(artifact_path), load_external_data=False).metadata_props}
+        arm_on_saturating_host = meta.get(KERNELS_KEY) == "arm" and host_int8_saturates()
+        return OnnxRunner(str(artifact_path), reference_arithmetic=arm_on_saturating_host)

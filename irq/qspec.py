@@ -18,6 +18,7 @@ class QType(str, enum.Enum):
 
     INT4 = "int4"
     UINT4 = "uint4"
+    INT7 = "int7"  # int8 storage, values in [-64, 63]: x86 kernels without VNNI cannot overflow
     INT8 = "int8"
     UINT8 = "uint8"
     INT16 = "int16"
@@ -46,7 +47,7 @@ class QType(str, enum.Enum):
     @property
     def numpy_dtype(self) -> np.dtype:
         """The numpy dtype that stores this type (int4 values are held in int8 arrays)."""
-        return np.dtype({4: np.int8, 8: np.int8, 16: np.int16}[self.bits] if self.signed
+        return np.dtype({4: np.int8, 7: np.int8, 8: np.int8, 16: np.int16}[self.bits] if self.signed
                         else {4: np.uint8, 8: np.uint8, 16: np.uint16}[self.bits])
 
 
@@ -131,12 +132,17 @@ class Scheme:
     symmetric_activations: bool = False
     calibration: str = "percentile"  # method name understood by the calibrate pass (percentile: 99.99)
     int4_block_size: int = 32
+    #: 7-bit weights for layers run by u8/s8 GEMM kernels: "no", "yes", or "auto" (yes on an x86
+    #: CPU without VNNI, whose int8 kernels saturate int16 pair sums; see irq.weight_range).
+    reduce_range: str = "no"
 
     def __post_init__(self) -> None:
         if self.weight not in (QType.INT8, QType.INT4, QType.UINT8):
             raise ValueError(f"unsupported weight type {self.weight.value}")
         if self.int4_block_size < 16 or self.int4_block_size & (self.int4_block_size - 1):
             raise ValueError("int4 block size must be a power of two >= 16")
+        if self.reduce_range not in ("no", "yes", "auto"):
+            raise ValueError(f"reduce_range must be no, yes or auto, not {self.reduce_range!r}")
 
 
 @dataclass(frozen=True)

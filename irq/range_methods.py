@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The calibration methods the calibrate pass (and recipes) accept.
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
+
 
 def _fake_quant_grid(lo: np.ndarray, hi: np.ndarray, levels: int, x: np.ndarray) -> np.ndarray:
     """Quantize-dequantize points ``x`` (bins) for each candidate range (rows)."""

@@ -14,6 +14,7 @@ from irq.errors import VerificationError
 from irq.io import atomic_write_text
 from irq.ir import QModel, node_label
 from irq.targets import Target
+from irq.weight_range import range_decision
 
 SCHEMA_VERSION = 1
 
@@ -39,7 +40,8 @@ def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target
         "runtime": artifact.runtime,
         "size_bytes": {"float": len(float_bytes), "artifact": size, "ratio": size / max(len(float_bytes), 1)},
         "scheme": {"activation": qmodel.scheme.activation.value, "weight": qmodel.scheme.weight.value,
-                   "per_channel": qmodel.scheme.per_channel, "calibration": qmodel.scheme.calibration},
+                   "per_channel": qmodel.scheme.per_channel, "calibration": qmodel.scheme.calibration,
+                   "weight_range": range_decision(qmodel.scheme)},
         "passes": [{"name": n, "seconds": round(s, 4)} for n, s in timings],
         "calibration": qmodel.analysis.get("calibration"),
         "hazards": (qmodel.analysis.get("audit") or {}).get("hazards", []),

@@ -19,9 +19,9 @@ from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
 from irq.pass_infra import Pass, PassResult
 from irq.progress import progress
 from irq.qspec import TensorRange
-from irq.range_methods import entropy_range, mse_range, percentile_range
+from irq.range_methods import CALIBRATION_METHODS, entropy_range, mse_range, percentile_range
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = CALIBRATION_METHODS
 
 
 def _observed_values(graph: ir.Graph) -> list[str]:

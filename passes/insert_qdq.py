@@ -21,6 +21,7 @@ from irq.ir import QModel, constant_array, node_label
 from irq.pass_infra import Pass, PassResult
 from irq.qspec import Precision, QType, QuantSpec, TensorRange
 from irq.quant_math import activation_spec, quantize_bias, quantize_weight
+from irq.weight_range import range_decision, weight_qtype
 
 #: Ops whose output takes the input's quantization parameters (they only move values).
 PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
@@ -79,7 +80,7 @@ class _Rewriter:
         self.activations, self.fuse_activations = activations, fuse_activations
         self._pairs: dict[tuple[str, QType], ir.Value] = {}
         self._specs: dict[str, QuantSpec] = {}
-        self._weights: dict[tuple[int, int | None], ir.Value] = {}
+        self._weights: dict[tuple[int, int | None, QType], ir.Value] = {}
 
     def rewrite(self) -> PassResult:
         """Materialise the plan."""
@@ -106,7 +107,8 @@ class _Rewriter:
         if changed:
             RemoveUnusedNodesPass()(qmodel.model)  # the float weights that were replaced
         qmodel.analysis["qdq"] = {"activation_pairs": len(self._pairs),
-                                  "quantized_nodes": len(quantized), "weight_only_nodes": len(weight_only)}
+                                  "quantized_nodes": len(quantized), "weight_only_nodes": len(weight_only),
+                                  "weights": range_decision(qmodel.scheme)}
         return PassResult(qmodel, changed)
 
     def _act_type(self, label: str) -> QType:
@@ -186,9 +188,9 @@ class _Rewriter:
         axis = (0 if index == 0 else weight_axis(node, w.ndim)) if per_channel else None
         # An int4 scheme gets int4 values ([-7, 7], scale max|w|/7) held in int8 initializers:
         # packed INT4 storage would need opset 21, which changes other ops' signatures.
-        qtype = QType.INT4 if self._q.scheme.weight == QType.INT4 else QType.INT8
+        qtype = weight_qtype(node, self._q.scheme)
         w_q, scales = quantize_weight(w, axis, qtype)
-        key = (id(w_value), axis)
+        key = (id(w_value), axis, qtype)
         if key not in self._weights:  # a weight shared by several layers is stored once
             self._weights[key] = self._dequantize_const(w_q, scales, axis, w_value.name or f"{label}.weight")
         node.replace_input_with(index, self._weights[key])

@@ -19,8 +19,9 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from irq.graph_edit import Namer, add_initializer, new_node, replace_value
 from irq.ir import QModel, constant_array, node_label
 from irq.pass_infra import Pass, PassResult
-from irq.qspec import Precision
+from irq.qspec import Precision, QType
 from irq.quant_math import quantize_weight
+from irq.weight_range import range_decision, weight_qtype
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class QuantizeDynamic(Pass):
             if d is None or d.precision != Precision.DYNAMIC_INT8:
                 continue
             per_channel = d.granularity == "per-channel"
-            if node.op_type in ("MatMul", "Gemm") and _rewrite_matmul(graph, namer, node, per_channel):
+            qtype = weight_qtype(node, qmodel.scheme)
+            if node.op_type in ("MatMul", "Gemm") and _rewrite_matmul(graph, namer, node, per_channel, qtype):
                 counts["matmul"] += 1
             elif node.op_type in ("LSTM", "GRU") and _rewrite_recurrent(graph, namer, node):
                 counts["recurrent"] += 1
@@ -48,6 +50,7 @@ class QuantizeDynamic(Pass):
         if any(counts.values()):
             RemoveUnusedNodesPass()(qmodel.model)
         qmodel.analysis["dynamic"] = counts
+        qmodel.analysis["dynamic_weights"] = range_decision(qmodel.scheme)
         return PassResult(qmodel, any(counts.values()))
 
 
@@ -65,7 +68,7 @@ def _matmul_weight(node: ir.Node) -> np.ndarray | None:
     return np.ascontiguousarray(w)
 
 
-def _rewrite_matmul(graph: ir.Graph, namer: Namer, node: ir.Node, per_channel: bool) -> bool:
+def _rewrite_matmul(graph: ir.Graph, namer: Namer, node: ir.Node, per_channel: bool, qtype: QType) -> bool:
     w = _matmul_weight(node)
     if w is None:
         return False
@@ -76,7 +79,7 @@ def _rewrite_matmul(graph: ir.Graph, namer: Namer, node: ir.Node, per_channel: b
             return False
         bias = bias * node.attributes.get_float("beta", 1.0)
     base = node_label(node).replace(":", "_")
-    w_q, scales = quantize_weight(w, 1 if per_channel else None)
+    w_q, scales = quantize_weight(w, 1 if per_channel else None, qtype)
     dql = new_node(namer, "DynamicQuantizeLinear", [node.inputs[0]], f"{base}_xq", num_outputs=3)
     w_v = add_initializer(graph, namer, w_q, f"{base}_weight_int8")
     mmi = new_node(namer, "MatMulInteger", [dql.outputs[0], w_v, dql.outputs[2]], f"{base}_int32")

@@ -34,6 +34,7 @@ from irq.backends.coreml.readback import (
 from irq.backends.coreml.runner import CoreMLRunner
 from irq.errors import VerificationError
 from irq.io import atomic_path
+from irq.ort_utils import make_session
 
 if TYPE_CHECKING:
     from irq.ir import QModel
@@ -130,12 +131,12 @@ def check_feeds(qmodel: QModel, inputs: list[dict[str, Any]], samples: int = 4,
 
 def compare_with_onnxruntime(runner: Runner, qmodel: QModel, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     """Largest absolute difference per output between ``runner`` and onnxruntime on the IR."""
-    import onnxruntime as ort
-
     proto = qmodel.to_proto()
     # onnx 1.19 writes IR version 12 by default, one above what onnxruntime 1.23 reads.
     proto.ir_version = min(proto.ir_version, 10)
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    # The IR's own arithmetic (Q/DQ as written), not onnxruntime's fused int8 kernels, which
+    # saturate on x86 CPUs without VNNI: the package is compared with what the IR means.
+    session = make_session(proto, optimize=False)
     n = len(next(iter(feeds.values())))
     step = runner.max_batch or n  # the IR may fix the batch too: feed onnxruntime the same slices
     parts = [session.run(None, {k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]

@@ -25,6 +25,7 @@ from irq.passes.plan_precision import WEIGHT_OPS
 from irq.qat import ops
 from irq.qat.fake_quant import ActRange, fake_quant, fake_quant_bias, fake_quant_weight, weight_scale
 from irq.qspec import Precision, QType
+from irq.weight_range import weight_qtype
 
 _QTYPES = {np.dtype(np.uint8): QType.UINT8, np.dtype(np.int8): QType.INT8,
            np.dtype(np.uint16): QType.UINT16, np.dtype(np.int16): QType.INT16}
@@ -90,7 +91,7 @@ class QDQModule(nn.Module):
         super().__init__()
         self.model_name = structure.name
         self.symmetric = structure.scheme.symmetric_activations
-        self.weight_qtype = QType.INT4 if structure.scheme.weight == QType.INT4 else QType.INT8
+        self.scheme = structure.scheme
         graph = structure.graph
         self.input_names = [v.name or "" for v in graph.inputs if v.const_value is None]
         self.output_names = [v.name or "" for v in graph.outputs]
@@ -152,14 +153,15 @@ class QDQModule(nn.Module):
         w_dq = layer.inputs[1].producer() if slot == 2 else dq
         w_scale = constant_array(w_dq.inputs[1]) if w_dq is not None else None
         w_axis = w_dq.attributes.get_int("axis", 1) if w_scale is not None and w_scale.ndim == 1 else None
+        qtype = weight_qtype(original, self.scheme)  # the formula insert-qdq used for this layer
         if slot == 1:
-            self._check_weight(dq, name, axis)
-            return Step("weight", label, (), out, name, self.weight_qtype, axis)
+            self._check_weight(dq, name, axis, qtype)
+            return Step("weight", label, (), out, name, qtype, axis)
         pair = _pair_source(layer.inputs[0])
         if pair is None:
             raise NotImplementedError("a quantized bias whose layer input is not quantized")
         weight = self._param(original.inputs[1].name or "")
-        return Step("bias", label, (pair.source.name or "",), out, name, self.weight_qtype, w_axis, weight,
+        return Step("bias", label, (pair.source.name or "",), out, name, qtype, w_axis, weight,
                     pair.qtype)
 
     def _check_act(self, pair: _Pair, key: str) -> None:
@@ -170,16 +172,16 @@ class QDQModule(nn.Module):
             raise PassError(f"model {self.model_name!r}: QAT's quantizer of {pair.source.name!r} has scale/zero "
                             f"point {(float(scale), int(zp))}, insert-qdq wrote {(pair.scale, pair.zero_point)}")
 
-    def _check_weight(self, dq: ir.Node, name: str, axis: int | None) -> None:
+    def _check_weight(self, dq: ir.Node, name: str, axis: int | None, qtype: QType) -> None:
         """PassError unless fake-quantizing the float weight gives insert-qdq's integers and scales."""
         with torch.no_grad():
             w = self.weights[self.weight_index[name]]
-            fq, scale = fake_quant_weight(w, axis, self.weight_qtype)
+            fq, scale = fake_quant_weight(w, axis, qtype)
             codes = torch.round(fq / scale).to(torch.int64).numpy()
         stored, scales = _const(dq.inputs[0]), _const(dq.inputs[1])
         if not (np.array_equal(codes, stored) and np.array_equal(scale.numpy().reshape(-1), scales.reshape(-1))):
             raise PassError(f"model {self.model_name!r}: QAT's fake quantization of weight {name!r} "
-                            f"({self.weight_qtype.value}, axis {axis}) differs from what insert-qdq stored")
+                            f"({qtype.value}, axis {axis}) differs from what insert-qdq stored")
 
     def _param(self, name: str) -> str:
         if name not in self.weight_index:
