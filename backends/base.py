@@ -59,6 +59,8 @@ class Backend(abc.ABC):
 
     name: str = "?"
     suffix: str = ""
+    #: Whether the artifact's inputs must have fixed shapes (the driver fixes them before the passes).
+    needs_static_shapes: bool = False
 
     @abc.abstractmethod
     def lower(self, qmodel: QModel, target: Target, out_dir: Path) -> Artifact:

@@ -77,8 +77,24 @@ def load_onnx_proto(path: str | Path) -> onnx.ModelProto:
 _IR_VERSION_FOR_OPSET_21 = 10
 
 
+def _negative_dims_symbolic(model: onnx.ModelProto) -> None:
+    """Paddle's exporter writes dynamic dimensions as -1; make them symbolic like every other exporter's."""
+    g = model.graph
+    for value in (*g.input, *g.output, *g.value_info):
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.ClearField("dim_value")
+                dim.dim_param = f"{value.name}_dim{i}"
+
+
 def from_proto(model: onnx.ModelProto, name: str) -> QModel:
-    """Wrap a checked ModelProto as a QModel."""
+    """Wrap a checked ModelProto as a QModel (negative dimensions become symbolic)."""
+    if any(d.dim_value < 0 for v in (*model.graph.input, *model.graph.output)
+           for d in v.type.tensor_type.shape.dim):
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        _negative_dims_symbolic(model)
     qmodel = QModel(model=ir.serde.deserialize_model(model), name=name)
     opset = qmodel.model.opset_imports.get("", 0)
     if opset <= 21 and (qmodel.model.ir_version or 0) > _IR_VERSION_FOR_OPSET_21:

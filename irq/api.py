@@ -38,7 +38,8 @@ def backend_for(artifact: Path) -> str:
 
 def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: str | Path | None = None,
            measure_latency: bool = True, *, budgets: Budgets | None = None,
-           checks: VerifyOptions | None = None) -> dict[str, Any]:
+           checks: VerifyOptions | None = None, batch_axes: dict[str, int] | None = None,
+           output: str | None = None) -> dict[str, Any]:
     """Recompute the verification part of the report for any artifact against its float model.
 
     Writes ``out`` (report.json) and the HTML page beside it when ``out`` is given; a missed
@@ -51,7 +52,7 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
     if not artifact.exists():
         raise InputError(f"{artifact}: artifact not found")
     float_model = import_model(model)
-    dataset = conform(load_data(data), float_model.graph, "evaluation")
+    dataset = conform(load_data(data), float_model.graph, "evaluation", batch_axes)
     backend_name = backend_for(artifact)
     backend = get_backend(backend_name)
     float_bytes = float_model.to_bytes()
@@ -62,7 +63,7 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
                               "size_bytes": {"float": len(float_bytes), "artifact": size,
                                              "ratio": size / max(len(float_bytes), 1)}}
     runner = backend.runner(artifact, float_model)
-    report.update(verification_section(float_bytes, runner, dataset, measure_latency=False))
+    report.update(verification_section(float_bytes, runner, dataset, measure_latency=False, output=output))
     extended_checks(report, float_model, artifact, backend_name, runner, dataset,
                     checks or VerifyOptions(measure_latency=measure_latency))
     finalize(report, None if out is None else Path(out), budgets)

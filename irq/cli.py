@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from irq.errors import BudgetError, IrqError
+from irq.errors import BudgetError, InputError, IrqError
 
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Command] = {}
@@ -34,6 +34,43 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--std", help="per-channel std")
     g.add_argument("--scale", type=float, default=1.0, help="multiply pixels (0..255) by this first")
     g.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+
+
+def _add_io_options(p: argparse.ArgumentParser, shapes: bool = True) -> None:
+    g = p.add_argument_group("model inputs and outputs")
+    if shapes:
+        g.add_argument("--input-shape", action="append", default=[], metavar="NAME=1,3,320,320",
+                       help="fix an input's shape (repeatable); static-shape targets take the rest from the data")
+        g.add_argument("--input-value", action="append", default=[], metavar="NAME=16000",
+                       help="freeze a scalar input to a constant (repeatable); the artifact no longer takes it")
+    g.add_argument("--batch-axis", action="append", default=[], metavar="NAME=K",
+                   help="the data's rows go on axis K of input NAME (default 0; repeatable)")
+    g.add_argument("--output", help="the output that accuracy, agreement and budgets read (default: the first "
+                                    "whose shape fits class scores)")
+
+
+def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
+    from irq.input_plan import parse_shape_flag
+
+    found = dict(parse_shape_flag(t) for t in getattr(args, "input_shape", []) or [])
+    return found or None
+
+
+def _values(args: argparse.Namespace) -> dict[str, float] | None:
+    from irq.input_plan import parse_value_flag
+
+    found = dict(parse_value_flag(t) for t in getattr(args, "input_value", []) or [])
+    return found or None
+
+
+def _batch_axes(args: argparse.Namespace) -> dict[str, int] | None:
+    found = {}
+    for text in getattr(args, "batch_axis", []) or []:
+        name, eq, axis = text.rpartition("=")
+        if not eq or not name or not axis.lstrip("-").isdigit():
+            raise InputError(f"--batch-axis {text!r}: expected NAME=K")
+        found[name] = int(axis)
+    return found or None
 
 
 def _add_check_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -113,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     c.add_argument("-o", "--out", required=True, help="output folder")
     _add_data_options(c)
+    _add_io_options(c)
     from irq.sensitivity.cli import add_budget_arguments
 
     add_budget_arguments(c)  # --budget, --min-agreement, --min-metric: mixed precision
@@ -125,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-o", "--out", help="write the report JSON here")
     v.add_argument("--no-latency", action="store_true")
     _add_data_options(v)
+    _add_io_options(v, shapes=False)
     _add_check_options(v)
 
     for module in _subcommand_modules():
@@ -179,7 +218,9 @@ def _compile(args: argparse.Namespace) -> int:
         report = compile_model(args.model, args.target, args.out, calib=_load(args.calib, args),
                                eval=_load(args.eval, args), recipe=args.recipe, pipeline=args.pipeline,
                                dump_ir=args.dump_ir, disable_passes=args.disable_pass, options=options,
-                               measure_latency=not args.no_latency, budgets=budgets, checks=_checks(args))
+                               measure_latency=not args.no_latency, budgets=budgets, checks=_checks(args),
+                               input_shapes=_shapes(args), input_values=_values(args), batch_axes=_batch_axes(args),
+                               output=args.output)
     except BudgetError:
         _print_saved(os.path.join(args.out, "report.json"))
         raise
@@ -202,7 +243,8 @@ def _verify(args: argparse.Namespace) -> int:
     budgets = Budgets.from_args(args)
     try:
         report = verify(args.model, args.artifact, _load(args.eval, args), out=args.out,
-                        measure_latency=not args.no_latency, budgets=budgets, checks=_checks(args))
+                        measure_latency=not args.no_latency, budgets=budgets, checks=_checks(args),
+                        batch_axes=_batch_axes(args), output=args.output)
     except BudgetError:
         if args.out:
             _print_saved(args.out)

@@ -37,12 +37,13 @@ def _runner(spec: dict[str, Any], reference: Any) -> Any:
     return get_backend(spec["backend"]).runner(Path(spec["artifact"]), reference)
 
 
-def _run(runner: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Run in pieces of the runner's largest batch (a fixed-batch ONNX model takes one at a time)."""
-    n = len(next(iter(feeds.values())))
-    step = runner.max_batch or n
-    parts = [runner.run({k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
-    return [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0]))]
+def _run(runner: Any, rows: dict[str, np.ndarray], spec: dict[str, Any]) -> list[np.ndarray]:
+    """Run the case's rows as the data's own feeds (batch axes, whole-row feeds), samples on axis 0."""
+    from irq.data import DataSet
+    from irq.verification import run_dataset
+
+    data = DataSet(rows, batch_axes=spec.get("batch_axes", {}), row_feeds=frozenset(spec.get("row_feeds", [])))
+    return run_dataset(runner, data)
 
 
 def _fixed_shape(runner: Any) -> bool:
@@ -113,7 +114,7 @@ def _child(work: Path, start: int) -> int:
                 _say("shape", i, "fixed")
             for stage, r, name in (("artifact", runner, "art"), ("float", float_runner, "flt")):
                 try:
-                    np.savez(work / f"{name}{i}.npz", *_run(r, feeds))
+                    np.savez(work / f"{name}{i}.npz", *_run(r, feeds, spec))
                     _say(stage, i)
                 except Exception as e:  # the runtime's own error types
                     _say(stage, i, _first_line(e))

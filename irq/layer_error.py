@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from irq.data import DataSet
-from irq.ort_utils import batch_limit, make_session, rebatch
+from irq.ort_utils import batch_limit, make_session
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -149,12 +149,12 @@ def layer_sqnr(float_model: bytes | onnx.ModelProto, artifact: Path | onnx.Model
     acc = [ErrorAccumulator() for _ in rows]
     limit = min(x for x in (batch_limit(fsess), batch_limit(asess), batch_size) if x)
     seen = 0
-    for batch in rebatch(data.head(max_samples).batches(batch_size), limit):
+    for batch in data.head(max_samples).batches(limit):
         ref = fsess.run(fnames, {k: batch[k] for k in finputs})
         out = asess.run(anames, {k: batch[k] for k in ainputs})
         for a, r, o in zip(acc, ref, out, strict=True):
             a.add(np.asarray(r), np.asarray(o))
-        seen += len(next(iter(batch.values())))
+        seen = min(len(data), max_samples)
     layers = [{k: r[k] for k in ("layer", "op_type", "tensor", "read_at")} | a.result()
               for r, a in zip(rows, acc, strict=True)]
     return {"samples": seen, "layers": layers, "unmatched": unmatched}

@@ -19,7 +19,10 @@ from irq.pass_infra import Pass
 ENTRY_POINT_GROUP = "irq.passes"
 
 BUILTIN_PASSES: dict[str, str] = {
+    "freeze-inputs": "irq.passes.freeze_inputs:FreezeInputs",
+    "fix-input-shapes": "irq.passes.fix_input_shapes:FixInputShapes",
     "shape-inference": "irq.passes.shape_inference:ShapeInference",
+    "decompose-rnn": "irq.passes.decompose_rnn:DecomposeRNN",
     "fold-constants": "irq.passes.fold_constants:FoldConstants",
     "cleanup": "irq.passes.cleanup:Cleanup",
     "fold-bn": "irq.passes.fold_bn:FoldBatchNorm",

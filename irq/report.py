@@ -31,7 +31,10 @@ def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target
                  artifact: Artifact, timings: list[tuple[str, float]]) -> dict[str, Any]:
     """The static part of the report (no runtime measurements)."""
     size = artifact.size_bytes
-    return {
+    unplanned = artifact.info.get("float_ops_unplanned") or []
+    extra = {"warnings": [f"float-op: {op} runs in float inside the integer model (the target has no integer "
+                          "kernel for it)" for op in unplanned]} if unplanned else {}
+    return {**extra,
         "schema_version": SCHEMA_VERSION,
         "model": float_model.name,
         "target": target.name,

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 CLEANUP = "shape-inference,fold-constants,cleanup,fold-bn"
 STATIC = f"{CLEANUP},analyze,calibrate,plan-precision,insert-qdq"
+#: Mobile converters lower recurrent layers badly (or not at all): unroll them into plain ops.
+MOBILE = f"{CLEANUP},decompose-rnn"
 
 
 @dataclass(frozen=True)
@@ -57,25 +59,25 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("onnx-int4", "onnx", f"{CLEANUP},analyze,plan-precision,int4-weights",
            Scheme(weight=QType.INT4), default_precision=Precision.INT4_WEIGHT,
            description="block-wise int4 MatMul weights (MatMulNBits), float activations"),
-    Target("tflite-int8", "tflite", f"{CLEANUP},analyze,calibrate,plan-precision", _S8,
+    Target("tflite-int8", "tflite", f"{MOBILE},analyze,calibrate,plan-precision", _S8,
            needs_calibration=True, options={"mode": "int8"},
            description="TFLite full-integer int8 (int8 I/O unless --io float)"),
-    Target("tflite-fp16", "tflite", CLEANUP, default_precision=Precision.FP16,
+    Target("tflite-fp16", "tflite", MOBILE, default_precision=Precision.FP16,
            options={"mode": "fp16"}, description="TFLite with float16 weights"),
-    Target("tflite-dynamic", "tflite", f"{CLEANUP},analyze,plan-precision",
+    Target("tflite-dynamic", "tflite", f"{MOBILE},analyze,plan-precision",
            default_precision=Precision.DYNAMIC_INT8, options={"mode": "dynamic"},
            description="TFLite dynamic-range: int8 weights, float activations"),
-    Target("tflite-fp32", "tflite", CLEANUP, default_precision=Precision.FP32,
+    Target("tflite-fp32", "tflite", MOBILE, default_precision=Precision.FP32,
            options={"mode": "fp32"}, description="TFLite float32, no quantization"),
-    Target("coreml-int8", "coreml", f"{CLEANUP},analyze,plan-precision,insert-qdq{{activations=false}}",
+    Target("coreml-int8", "coreml", f"{MOBILE},analyze,plan-precision,insert-qdq{{activations=false}}",
            default_precision=Precision.INT8_WEIGHT, options={"compute": "fp16"},
            description="Core ML: int8 per-channel weights, fp16 compute"),
-    Target("coreml-w8a8", "coreml", STATIC, _S8, needs_calibration=True,
+    Target("coreml-w8a8", "coreml", STATIC.replace(CLEANUP, MOBILE), _S8, needs_calibration=True,
            options={"compute": "fp16"},
            description="Core ML: int8 weights and activations (iOS 17+)"),
-    Target("coreml-fp16", "coreml", CLEANUP, default_precision=Precision.FP16,
+    Target("coreml-fp16", "coreml", MOBILE, default_precision=Precision.FP16,
            options={"compute": "fp16"}, description="Core ML ML Program in float16"),
-    Target("coreml-fp32", "coreml", CLEANUP, default_precision=Precision.FP32,
+    Target("coreml-fp32", "coreml", MOBILE, default_precision=Precision.FP32,
            options={"compute": "fp32"}, description="Core ML ML Program in float32"),
 ]}
 

@@ -20,8 +20,17 @@ from irq.backends.base import Runner
 from irq.backends.onnx_qdq import OnnxRunner
 from irq.budgets import Budgets
 from irq.data import DataSet
+from irq.errors import DataError
 from irq.ir import QModel
-from irq.verification import check_labels, compare, interleaved_latency, is_classifier, latency, run_dataset
+from irq.verification import (
+    check_labels,
+    compare,
+    interleaved_latency,
+    is_classifier,
+    latency,
+    run_dataset,
+    scored_output,
+)
 
 #: A class whose top-1 accuracy falls by more than this many points is reported as collapsed.
 COLLAPSE_PT = 10.0
@@ -56,14 +65,25 @@ class VerifyOptions:
 
 
 def verification_section(float_model: bytes, runner: Runner, data: DataSet,
-                         measure_latency: bool = True) -> dict[str, Any]:
-    """Run float (onnxruntime) and the artifact (its own runtime) on ``data`` and compare."""
+                         measure_latency: bool = True, output: str | None = None) -> dict[str, Any]:
+    """Run float (onnxruntime) and the artifact (its own runtime) on ``data`` and compare.
+
+    ``output`` names the output accuracy and agreement read (default: the first that fits the
+    labels as class scores; with no such output, only error figures).
+    """
     float_runner = OnnxRunner(float_model)
     ref = run_dataset(float_runner, data)
-    if is_classifier(ref[0]):
-        check_labels(data, ref[0].shape[1])
+    names = list(float_runner.output_names)
+    scored = scored_output(ref, names, data.labels, output)
+    if scored is None and data.labels is not None:
+        first = next((i for i, r in enumerate(ref) if is_classifier(r)), None)
+        if first is not None:  # the one class-score output: say what is wrong with the labels
+            check_labels(data, ref[first].shape[1])
+        raise DataError(f"{data.source}: the data has labels but no output of the model fits them as class scores "
+                        f"(outputs: {', '.join(f'{n} {tuple(r.shape)}' for n, r in zip(names, ref, strict=True))}); "
+                        "name one with --output")
     out = run_dataset(runner, data)
-    section: dict[str, Any] = {"samples": len(data), "verification": compare(ref, out, data.labels)}
+    section: dict[str, Any] = {"samples": len(data), "verification": compare(ref, out, data.labels, names, scored)}
     v = section["verification"]
     for key in ("accuracy", "agreement", "error"):
         if key in v:

@@ -15,7 +15,7 @@ import onnx_ir as ir
 from irq.errors import DataError, PassError
 from irq.histogram import GrowingHistogram
 from irq.ir import QModel, float_value_names
-from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
+from irq.ort_utils import batch_limit, make_session, with_outputs
 from irq.pass_infra import Pass, PassResult
 from irq.progress import progress
 from irq.qspec import TensorRange
@@ -74,7 +74,7 @@ class Calibrate(Pass):
             limit = int(max(1, min(limit, self.memory_mb * 2**20 // per_sample)))
 
         def sweep(desc: str = "calibrating"):
-            batches = rebatch(data.batches(limit), limit)
+            batches = data.batches(limit)
             for batch in progress(batches, -(-len(data) // limit), f"{desc} {qmodel.name}"):
                 outs = session.run(out_names, batch)
                 yield [outs[i] for i in wanted]

@@ -39,10 +39,11 @@ def _data(shape=(16, 4), lo=-1.0, hi=1.0) -> DataSet:
     return DataSet({"x": np.random.default_rng(0).uniform(lo, hi, size=shape).astype(np.float32)})
 
 
-def _run(tmp_path: Path, model: bytes, data: DataSet | None = None, **kw) -> dict[str, dict]:
+def _run(tmp_path: Path, model: bytes, data: DataSet | None = None, float_model: bytes | None = None,
+         **kw) -> dict[str, dict]:
     path = tmp_path / "artifact.onnx"
     path.write_bytes(model)
-    rows = crash_test(path, "onnx", model, data or _data(), **kw)
+    rows = crash_test(path, "onnx", float_model or model, data or _data(), **kw)
     assert all(set(r) >= {"case", "passed", "outcome", "detail"} for r in rows)
     return {r["case"]: r for r in rows}
 
@@ -85,21 +86,38 @@ def test_overflow_to_inf_fails_far_outside_only(tmp_path):
 def test_an_int8_output_stuck_at_qmax_fails(tmp_path):
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
              helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"])]
-    rows = _run(tmp_path, _model(nodes, [_const("s", np.float32(0.01)), _const("zp", np.int8(0))]))
+    identity = _model([helper.make_node("Identity", ["x"], ["y"])])
+    artifact = _model(nodes, [_const("s", np.float32(0.01)), _const("zp", np.int8(0))])
+    rows = _run(tmp_path, artifact, float_model=identity)
     assert not rows["far-outside"]["passed"] and "qmin/qmax" in rows["far-outside"]["detail"]
     assert rows["uniform-noise"]["passed"]
+    # A float model that answers at the same extremes (a detector shown nothing) is not a failure.
+    rows = _run(tmp_path, artifact)
+    assert rows["far-outside"]["passed"]
 
 
 def test_odd_spatial_size_fails_a_model_that_assumes_multiples_of_32(tmp_path):
     nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"])]
     model = _model(nodes, [_const("shape", np.array([-1, 32], np.int64))], shape=("N", 1, "H", "W"),
                    out_shape=("M", 32))
-    rows = _run(tmp_path, model, _data((4, 1, 16, 16)))
+    any_size = _model([helper.make_node("Reshape", ["x", "shape"], ["y"])], [_const("shape", np.array([-1], np.int64))],
+                      shape=("N", 1, "H", "W"), out_shape=("M",))
+    rows = _run(tmp_path, model, _data((4, 1, 16, 16)), float_model=any_size)
     aspect = [r for name, r in rows.items() if name.startswith("aspect-")]
     assert len(aspect) == 1 and not aspect[0]["passed"] and aspect[0]["outcome"] == "error"
     h, w = map(int, aspect[0]["case"].split("-")[1].split("x"))
     assert h != w and h % 32 and w % 32
     assert rows["uniform-noise"]["passed"]
+
+
+def test_an_input_float_rejects_too_is_not_applicable(tmp_path):
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    model = _model(nodes, [_const("shape", np.array([-1, 32], np.int64))], shape=("N", 1, "H", "W"),
+                   out_shape=("M", 32))
+    rows = _run(tmp_path, model, _data((4, 1, 16, 16)))
+    (aspect,) = [r for name, r in rows.items() if name.startswith("aspect-")]
+    assert aspect["passed"] and aspect["outcome"] == "skipped"
+    assert aspect["detail"].startswith("not applicable: the float model rejects this input too")
 
 
 _CRASHY = '''

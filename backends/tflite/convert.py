@@ -39,9 +39,9 @@ def representative_dataset(data: DataSet, inputs: list[IOSpec], batch: int | Non
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(data) - step + 1, step):
-            yield {s.tflite_name: np.ascontiguousarray(
-                np.transpose(np.asarray(data.inputs[s.onnx_name][start:start + step]), s.perm),
-                dtype=np.dtype(s.dtype)) for s in inputs}
+            feed = data.feed(start, start + step)  # the data's own layout: batch axes, whole-row feeds
+            yield {s.tflite_name: np.ascontiguousarray(np.transpose(feed[s.onnx_name], s.perm),
+                                                       dtype=np.dtype(s.dtype)) for s in inputs}
 
     return generate
 

@@ -127,6 +127,21 @@ def _attribute_layers(build: KerasBuild, graph: ir.Graph, table: dict) -> None:
     build.value_layers = {v: layer.name for v, layer in final.items()}
 
 
+def _unique_permutation(keras_shape: list, shape: list) -> tuple[int, ...] | None:
+    """The one axis permutation taking the Keras shape to the ONNX shape, if exactly one tensor layout does.
+
+    onnx2tf sometimes moves a recurrent state's batch axis first ([2, 1, 128] -> [1, 2, 128]);
+    the verification against float checks the values, this only reads the layout.
+    """
+    import itertools
+
+    if len(keras_shape) != len(shape) or len(shape) > 6 or any(d is None for d in keras_shape):
+        return None
+    fits = {tuple(p) for p in itertools.permutations(range(len(shape))) if _fits([keras_shape[i] for i in p], shape)}
+    # Permutations that only swap equal-sized axes read the same layout differently: ambiguous.
+    return next(iter(fits)) if len(fits) == 1 else None
+
+
 def _channels_last(rank: int) -> tuple[int, ...]:
     """The permutation NC... -> N...C for a tensor of ``rank`` dimensions."""
     return (0, *range(2, rank), 1)
@@ -177,9 +192,14 @@ def _output_specs(model: Any, graph: ir.Graph, table: dict) -> list[IOSpec]:
         shape, keras_shape = _onnx_shape(value), list(kout.shape)
         rank = len(keras_shape)
         channels_last = layouts.get(value.name, layouts.get((value.name or "").replace(":", "__")))
-        perm = tuple(range(rank))
+        identity = tuple(range(rank))
+        perm = identity
         if channels_last and 3 <= rank <= 5:
             perm = tuple(int(p) for p in np.argsort(_channels_last(rank)))
+            if shape and not _fits([keras_shape[p] for p in perm], shape) and _fits(keras_shape, shape):
+                perm = identity  # onnx2tf flagged it channels-last but already transposed it back
+        if shape and not _fits([keras_shape[p] for p in perm], shape):
+            perm = _unique_permutation(keras_shape, shape) or perm
         if shape and not _fits([keras_shape[p] for p in perm], shape):
             raise LoweringError(f"output {value.name}: Keras shape {keras_shape} does not map to "
                                 f"the ONNX shape {shape} with permutation {perm}")

@@ -125,7 +125,8 @@ class TFLiteRunner(Runner):
             raise VerificationError(f"{path}: the serving signature has no tensor(s) {', '.join(unknown)}")
         batches = {int(d["shape_signature"][0]) for d in self._in_details.values()
                    if len(d["shape_signature"])}
-        self._fixed_batch = max(batches) if batches and min(batches) > 0 else None
+        # The smallest leading size: a recurrent state's leading axis is its layer count, not the batch.
+        self._fixed_batch = min(batches) if batches and min(batches) > 0 else None
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Set inputs, invoke, read outputs through the interpreter's tensor indices.
@@ -164,11 +165,15 @@ class TFLiteRunner(Runner):
         missing = [s.onnx_name for s in self.inputs if s.onnx_name not in feeds]
         if missing:
             raise VerificationError(f"{self.path}: no feed for input(s) {', '.join(missing)}")
-        n = len(feeds[self.inputs[0].onnx_name])
+        own = {s.onnx_name: feeds[s.onnx_name] for s in self.inputs}  # a frozen input's feed is ignored
+        first = np.asarray(own[self.inputs[0].onnx_name])
+        n = len(first) if first.ndim else 1
         step = self._fixed_batch or max(n, 1)
-        if self._fixed_batch and n % step:
+        if n <= step:
+            return self._run_chunk(own)
+        if n % step:
             raise VerificationError(f"{self.path}: batch {n} is not a multiple of the fixed batch {step}")
-        chunks = [self._run_chunk({k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
+        chunks = [self._run_chunk({k: v[i:i + step] for k, v in own.items()}) for i in range(0, n, step)]
         return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
     def _run_chunk(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ import onnx_ir as ir
 from irq.data import DataSet
 from irq.ir import QModel, node_label
 from irq.layer_error import ErrorAccumulator
-from irq.ort_utils import batch_limit, make_session, rebatch, with_outputs
+from irq.ort_utils import batch_limit, make_session, with_outputs
 from irq.sensitivity.units import Unit
 
 
@@ -68,7 +68,7 @@ def layer_errors(base: QModel, quantized: QModel, units: list[Unit], data: DataS
     q_idx = [q_names.index(q) for _, _, q in matched]
     stats = [_Stats() for _ in matched]
     limit = min(batch_limit(float_sess) or batch_size, batch_size)
-    for batch in rebatch(data.batches(batch_size), limit):
+    for batch in data.batches(limit):
         f_out = float_sess.run(f_names, batch)
         q_out = quant_sess.run(q_names, batch)
         for s, i, j in zip(stats, f_idx, q_idx, strict=True):

@@ -305,17 +305,22 @@ def _wave_model(op: str = "Sin") -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_op_left_float_is_an_error(tmp_path: Path) -> None:
+def test_op_left_float_is_an_error_only_when_planned_int8(tmp_path: Path) -> None:
     proto = _wave_model("Sin")
     x = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32)
     qm = QModel(model=ir.from_proto(proto), calibration=DataSet({"input": x}), name="sin")
+    qm.plan = {"wave": LayerDecision(Precision.INT8)}
     with pytest.raises(LoweringError, match=r"SIN \(ONNX wave"):
         TFLiteBackend().lower(qm, TARGETS["tflite-int8"], tmp_path)
     assert not (tmp_path / "model.tflite").exists()
     # Asked for in the plan, the same float op is accepted.
     qm.plan = {"wave": LayerDecision(Precision.FP32)}
-    art = TFLiteBackend().lower(qm, TARGETS["tflite-int8"], tmp_path)
+    art = TFLiteBackend().lower(qm, TARGETS["tflite-int8"], tmp_path / "fp32")
     assert art.info["float_nodes_kept"] == ["wave"]
+    # Left out of the plan (no int8 kernel anywhere), it runs in float and the artifact says so.
+    qm.plan = {}
+    art = TFLiteBackend().lower(qm, TARGETS["tflite-int8"], tmp_path / "unplanned")
+    assert any(op.startswith("SIN") for op in art.info["float_ops_unplanned"])
 
 
 def test_op_without_builtin_kernel_is_named(tmp_path: Path) -> None:

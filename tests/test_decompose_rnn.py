@@ -1,0 +1,60 @@
+"""decompose-rnn: unrolled LSTM/GRU equal onnxruntime's recurrent kernels; what it cannot do it names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from irq.frontends.onnx_file import from_proto
+from irq.frontends.torch_module import export_torch
+from irq.ort_utils import make_session
+from irq.pass_infra import PassManager
+from irq.registry import parse_pipeline
+
+
+def _rnn_model(kind: str, bidirectional: bool, steps: int = 5):
+    import torch
+
+    torch.manual_seed(0)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind]
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = cls(8, 16, num_layers=2, bidirectional=bidirectional)
+
+        def forward(self, x, h):
+            y, state = self.rnn(x, h)
+            return y, state[0] if kind == "lstm" else state
+
+    layers = 4 if bidirectional else 2
+    h0 = torch.randn(layers, 3, 16)
+    x = torch.randn(steps, 3, 8)
+    args = (x, (h0, torch.randn(layers, 3, 16)) if kind == "lstm" else h0)
+    proto = export_torch(Net(), args if kind == "gru" else (x, args[1]), input_names=["x", "h"],
+                         output_names=["y", "hn"], dynamic_batch=False)
+    feeds = {i.name: a.numpy() for i, a in zip(proto.graph.input, (x, *((args[1]) if kind == "lstm" else (h0,))),
+                                               strict=False)}
+    return from_proto(proto, kind), feeds
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_unrolled_equals_the_recurrent_op(kind, bidirectional):
+    qm, feeds = _rnn_model(kind, bidirectional)
+    out = PassManager(parse_pipeline("shape-inference,decompose-rnn,cleanup"))(qm.clone()).model
+    ops = {n.op_type for n in out.graph}
+    assert not ops & {"LSTM", "GRU"} and "MatMul" in ops
+    assert len(out.analysis["decompose_rnn"]["decomposed"]) == 2
+    ref = make_session(qm.to_bytes()).run(None, feeds)
+    got = make_session(out.to_bytes()).run(None, feeds)
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-5)
+
+
+def test_a_dynamic_sequence_is_left_and_named():
+    qm, _ = _rnn_model("lstm", False)
+    qm.graph.inputs[0].shape = None
+    out = PassManager(parse_pipeline("decompose-rnn"))(qm.clone()).model
+    kept = out.analysis["decompose_rnn"]["kept"]
+    assert kept and all("not static" in why for why in kept.values())
