@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from irq.errors import LoweringError
+from irq.errors import LoweringError, VerificationError
 from irq.io import atomic_write_bytes
 from irq.ort_utils import batch_limit, make_session
 from irq.weight_range import host_int8_saturates
@@ -71,6 +71,11 @@ class OnnxBackend(Backend):
             onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
                                                 KERNELS_KEY: kernels})
         data = proto.SerializeToString()
+        try:  # never write what onnxruntime will not load with its default optimizations
+            make_session(data, threads=1)
+        except VerificationError as e:
+            raise LoweringError(f"{qmodel.name}: the lowered ONNX graph does not load in onnxruntime: "
+                                f"{str(e).removeprefix('onnxruntime cannot load the model: ')[:300]}") from e
         path = Path(out_dir) / "model.onnx"
         atomic_write_bytes(path, data)
         census: dict[str, int] = {}

@@ -63,7 +63,7 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
                               "size_bytes": {"float": len(float_bytes), "artifact": size,
                                              "ratio": size / max(len(float_bytes), 1)}}
     runner = backend.runner(artifact, float_model)
-    report.update(verification_section(float_bytes, runner, dataset, measure_latency=False, output=output))
+    report.update(verification_section(float_model, runner, dataset, measure_latency=False, output=output))
     extended_checks(report, float_model, artifact, backend_name, runner, dataset,
                     checks or VerifyOptions(measure_latency=measure_latency))
     finalize(report, None if out is None else Path(out), budgets)

@@ -40,7 +40,11 @@ def import_model(spec: str | Path | QModel | onnx.ModelProto) -> QModel:
     if isinstance(spec, onnx.ModelProto):
         return from_proto(spec, spec.graph.name or "model")
     text = str(spec)
-    if text.endswith((".keras", ".h5")):
+    if text.endswith(".tflite"):
+        from irq.frontends.tflite_model import load_tflite
+
+        return load_tflite(text)
+    if text.endswith((".keras", ".h5", ".hdf5")):
         from irq.frontends.keras_model import load_keras
 
         return load_keras(text)
@@ -148,7 +152,7 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str, out_dir: 
         report["frozen_inputs"] = dict(input_values)
     if eval_data is not None:
         runner = backend.runner(artifact.path, qmodel)
-        report.update(verification_section(float_bytes, runner, eval_data, measure_latency=False, output=output))
+        report.update(verification_section(float_model, runner, eval_data, measure_latency=False, output=output))
         extended_checks(report, float_model, artifact.path, tgt.backend, runner, eval_data,
                         checks or VerifyOptions(measure_latency=measure_latency))
     report["wall_seconds"] = round(time.perf_counter() - t0, 3)

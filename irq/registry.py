@@ -23,6 +23,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "fix-input-shapes": "irq.passes.fix_input_shapes:FixInputShapes",
     "shape-inference": "irq.passes.shape_inference:ShapeInference",
     "decompose-rnn": "irq.passes.decompose_rnn:DecomposeRNN",
+    "decompose-depth-to-space": "irq.passes.decompose_depth_to_space:DecomposeDepthToSpace",
     "fold-constants": "irq.passes.fold_constants:FoldConstants",
     "cleanup": "irq.passes.cleanup:Cleanup",
     "fold-bn": "irq.passes.fold_bn:FoldBatchNorm",

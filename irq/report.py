@@ -27,6 +27,17 @@ def layers_section(qmodel: QModel) -> list[dict[str, Any]]:
             for name, d in qmodel.plan.items()]
 
 
+def _sizes(float_model: QModel, onnx_bytes: int, artifact: int) -> dict[str, Any]:
+    """Artifact size against the model the user gave (the original file when it was not ONNX)."""
+    source = float_model.analysis.get("source") or {}
+    original = source.get("path")
+    if original and Path(original).is_file():
+        base = Path(original).stat().st_size
+        return {"float": base, "artifact": artifact, "ratio": artifact / max(base, 1),
+                "float_is": f"the original {source.get('format', '')} file"}
+    return {"float": onnx_bytes, "artifact": artifact, "ratio": artifact / max(onnx_bytes, 1)}
+
+
 def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target: Target,
                  artifact: Artifact, timings: list[tuple[str, float]]) -> dict[str, Any]:
     """The static part of the report (no runtime measurements)."""
@@ -41,7 +52,7 @@ def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target
         "backend": target.backend,
         "artifact": str(artifact.path),
         "runtime": artifact.runtime,
-        "size_bytes": {"float": len(float_bytes), "artifact": size, "ratio": size / max(len(float_bytes), 1)},
+        "size_bytes": _sizes(float_model, len(float_bytes), size),
         "scheme": {"activation": qmodel.scheme.activation.value, "weight": qmodel.scheme.weight.value,
                    "per_channel": qmodel.scheme.per_channel, "calibration": qmodel.scheme.calibration,
                    "weight_range": range_decision(qmodel.scheme)},

@@ -20,6 +20,8 @@ CLEANUP = "shape-inference,fold-constants,cleanup,fold-bn"
 STATIC = f"{CLEANUP},analyze,calibrate,plan-precision,insert-qdq"
 #: Mobile converters lower recurrent layers badly (or not at all): unroll them into plain ops.
 MOBILE = f"{CLEANUP},decompose-rnn"
+#: onnx2tf guesses layouts; DepthToSpace between NHWC-origin Transposes defeats the guess.
+TFLITE = f"{MOBILE},decompose-depth-to-space"
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,15 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("onnx-int4", "onnx", f"{CLEANUP},analyze,plan-precision,int4-weights",
            Scheme(weight=QType.INT4), default_precision=Precision.INT4_WEIGHT,
            description="block-wise int4 MatMul weights (MatMulNBits), float activations"),
-    Target("tflite-int8", "tflite", f"{MOBILE},analyze,calibrate,plan-precision", _S8,
+    Target("tflite-int8", "tflite", f"{TFLITE},analyze,calibrate,plan-precision", _S8,
            needs_calibration=True, options={"mode": "int8"},
            description="TFLite full-integer int8 (int8 I/O unless --io float)"),
-    Target("tflite-fp16", "tflite", MOBILE, default_precision=Precision.FP16,
+    Target("tflite-fp16", "tflite", TFLITE, default_precision=Precision.FP16,
            options={"mode": "fp16"}, description="TFLite with float16 weights"),
-    Target("tflite-dynamic", "tflite", f"{MOBILE},analyze,plan-precision",
+    Target("tflite-dynamic", "tflite", f"{TFLITE},analyze,plan-precision",
            default_precision=Precision.DYNAMIC_INT8, options={"mode": "dynamic"},
            description="TFLite dynamic-range: int8 weights, float activations"),
-    Target("tflite-fp32", "tflite", MOBILE, default_precision=Precision.FP32,
+    Target("tflite-fp32", "tflite", TFLITE, default_precision=Precision.FP32,
            options={"mode": "fp32"}, description="TFLite float32, no quantization"),
     Target("coreml-int8", "coreml", f"{MOBILE},analyze,plan-precision,insert-qdq{{activations=false}}",
            default_precision=Precision.INT8_WEIGHT, options={"compute": "fp16"},
@@ -93,8 +95,13 @@ def get_target(name: str) -> Target:
 def get_backend(name: str) -> Backend:
     """Instantiate the backend called ``name`` (imported lazily: TensorFlow is slow to load)."""
     module_name, _, cls_name = _BACKENDS[name].partition(":")
+    from irq.captured import captured_output
+
     try:
-        module = importlib.import_module(module_name)
+        # coremltools and TensorFlow print at import (CUDA probes, "Failed to load _MLModelProxy");
+        # a library does not print: the text is kept for the error message if the import fails.
+        with captured_output() as printed:
+            module = importlib.import_module(module_name)
     except ImportError as e:
-        raise InputError(f"backend {name!r} is not available: {e}") from e
+        raise InputError(f"backend {name!r} is not available: {e} {printed.tail(2)}".strip()) from e
     return getattr(module, cls_name)()

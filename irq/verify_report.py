@@ -64,14 +64,28 @@ class VerifyOptions:
     layer_samples: int = 64
 
 
-def verification_section(float_model: bytes, runner: Runner, data: DataSet,
+def float_reference(float_model: QModel | bytes) -> Runner:
+    """What the artifact is compared with: the user's original .tflite in LiteRT, else the float ONNX."""
+    if isinstance(float_model, QModel):
+        source = float_model.analysis.get("source") or {}
+        if source.get("format") == "tflite":
+            from irq.frontends.tflite_model import TFLiteReference
+
+            graph = float_model.graph
+            return TFLiteReference(source["path"], [v.name or "" for v in graph.inputs if v.const_value is None],
+                                   [v.name or "" for v in graph.outputs])  # type: ignore[return-value]
+        float_model = float_model.to_bytes()
+    return OnnxRunner(float_model)
+
+
+def verification_section(float_model: QModel | bytes, runner: Runner, data: DataSet,
                          measure_latency: bool = True, output: str | None = None) -> dict[str, Any]:
     """Run float (onnxruntime) and the artifact (its own runtime) on ``data`` and compare.
 
     ``output`` names the output accuracy and agreement read (default: the first that fits the
     labels as class scores; with no such output, only error figures).
     """
-    float_runner = OnnxRunner(float_model)
+    float_runner = float_reference(float_model)
     ref = run_dataset(float_runner, data)
     names = list(float_runner.output_names)
     scored = scored_output(ref, names, data.labels, output)
@@ -83,7 +97,8 @@ def verification_section(float_model: bytes, runner: Runner, data: DataSet,
                         f"(outputs: {', '.join(f'{n} {tuple(r.shape)}' for n, r in zip(names, ref, strict=True))}); "
                         "name one with --output")
     out = run_dataset(runner, data)
-    section: dict[str, Any] = {"samples": len(data), "verification": compare(ref, out, data.labels, names, scored)}
+    section: dict[str, Any] = {"samples": len(data), "verification": compare(ref, out, data.labels, names, scored),
+                               "float_reference": float_runner.runtime}
     v = section["verification"]
     for key in ("accuracy", "agreement", "error"):
         if key in v:
@@ -202,7 +217,11 @@ def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path,
     if options.crash_test:
         from irq.crashtest import crash_test
 
-        report["crash_test"] = crash_test(Path(artifact), backend, float_model.to_bytes(), data)
+        try:
+            report["crash_test"] = crash_test(Path(artifact), backend, float_model.to_bytes(), data)
+        except Exception as e:  # the cases could not even be built: say so, do not drop the section
+            why = f"not run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            report["crash_test"] = [{"case": "setup", "passed": False, "outcome": "error", "detail": why}]
         warnings += [f"crash-test: {r['case']}: {r['detail']}" for r in report["crash_test"] if not r["passed"]]
     if options.layer_error and backend == "onnx":
         from irq.layer_error import layer_sqnr
@@ -210,7 +229,9 @@ def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path,
         try:
             report["layer_error"] = layer_sqnr(float_model.to_bytes(), Path(artifact), data, options.layer_samples)
         except Exception as e:  # a diagnostic: its failure is reported, it does not stop verification
-            report["layer_error"] = {"samples": 0, "layers": [], "note": f"not computed: {type(e).__name__}: {e}"}
+            why = f"not computed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            report["layer_error"] = {"samples": 0, "layers": [], "note": why}
+            warnings.append(f"layer-error: per-layer SQNR {why}")
     elif options.layer_error:
         report["layer_error"] = {"samples": 0, "layers": [],
                                  "note": f"per-layer SQNR is computed for ONNX artifacts only (this one is {backend})"}

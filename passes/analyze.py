@@ -16,6 +16,7 @@ import onnx_ir as ir
 from irq.graph import COMPUTE_OPS, first_and_last_layers, has_constant_weight, residual_joins
 from irq.ir import QModel, constant_array, node_label
 from irq.pass_infra import Pass, PassResult
+from irq.range_hazards import static_suspects
 
 _NON_NEGATIVE_PRODUCERS = frozenset({"Relu", "Sigmoid", "Softmax", "Abs", "Exp"})
 
@@ -109,7 +110,7 @@ def audit(graph: ir.Graph, model: ir.Model) -> dict[str, Any]:
         "first_layers": first,
         "last_layers": last,
         "residual_joins": len(residual_joins(graph)),
-        "hazards": _hazards(graph),
+        "hazards": _hazards(graph) + static_suspects(graph),
     }
 
 

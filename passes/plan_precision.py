@@ -14,6 +14,7 @@ from irq.graph import has_constant_weight
 from irq.ir import QModel, constant_array, node_label
 from irq.pass_infra import Pass, PassResult
 from irq.qspec import LayerDecision, Precision
+from irq.range_hazards import downstream_movers, mismatched_concats
 
 #: Ops that static int8 quantizes (inputs and outputs get Q/DQ). The rest run in float,
 #: reading dequantized values.
@@ -28,9 +29,19 @@ DYNAMIC_OPS = frozenset({"MatMul", "Gemm", "LSTM", "GRU"})
 MIN_TABLE_ELEMENTS = 1 << 16
 
 
+def _moves_floats(node: ir.Node) -> bool:
+    """True when the node computes on float activations (a Concat of int64 shape pieces does not)."""
+    values = [v for v in (*node.inputs, *node.outputs) if v is not None and v.const_value is None]
+    return any(v.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, None) for v in values) if values else False
+
+
 def eligible(node: ir.Node, precision: Precision) -> bool:
-    """Whether ``precision`` is meaningful for ``node`` (else the node stays float)."""
-    if node.domain not in ("", "ai.onnx"):
+    """Whether ``precision`` is meaningful for ``node`` (else the node stays float).
+
+    Only nodes that compute on float values: integer shape arithmetic (Shape -> Gather ->
+    Concat -> Reshape's second input) is never a layer.
+    """
+    if node.domain not in ("", "ai.onnx") or not _moves_floats(node):
         return False
     if precision in (Precision.INT8, Precision.INT16):
         return node.op_type in STATIC_INT8_OPS
@@ -57,6 +68,8 @@ class PlanPrecision(Pass):
     """Fill ``qmodel.plan`` with one LayerDecision per node that can be quantized."""
 
     name = "plan-precision"
+    #: Keep Concats whose calibrated input ranges differ > 32x (and what only moves their values) float.
+    range_hazards: bool = True
 
     def run(self, qmodel: QModel) -> PassResult:
         """Decide each eligible node's precision; pinned decisions are kept."""
@@ -82,5 +95,22 @@ class PlanPrecision(Pass):
                     decision = LayerDecision(precision, f"recipe {rule.name or rule.op_type}", granularity)
             if decision is not None:
                 plan[label] = decision
+        if self.range_hazards and default in (Precision.INT8, Precision.INT16) and qmodel.ranges:
+            _apply_range_hazards(qmodel, plan, float_precision(default))
         qmodel.plan = plan
         return PassResult(qmodel, False)
+
+
+def _apply_range_hazards(qmodel: QModel, plan: dict[str, LayerDecision], float_kind: Precision) -> None:
+    """Defaults (never recipe rules or pinned decisions) give way to a measured range hazard."""
+    hazards = mismatched_concats(qmodel.graph, qmodel.ranges)
+    if not hazards:
+        return
+    hazards.update(downstream_movers(qmodel.graph, set(hazards)))
+    applied = {}
+    for label, why in hazards.items():
+        d = plan.get(label)
+        if d is not None and d.reason == "default" and not d.precision.is_float:
+            plan[label] = LayerDecision(float_kind, why, d.granularity)
+            applied[label] = why
+    qmodel.analysis["range_hazards"] = applied

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
 from irq.graph_edit import Namer, add_initializer
@@ -59,7 +60,10 @@ def _cast_integers_to_fp16(proto: onnx.ModelProto) -> None:
 
 #: The converter leaves Clip's min/max initializers in float32 while converting its input,
 #: which onnxruntime rejects (MiniLM's normalisation); Clip stays float32 instead.
-_KEEP_FP32_OPS = ("Clip",)
+#: ReduceMean/Pow/Sqrt (LayerNorm's variance) stay float32 too: a variance squared in fp16
+#: overflows, and fp16 casts inside the pattern break onnxruntime's SimplifiedLayerNormFusion
+#: ("Attempting to get index by a name which does not exist", PP-OCRv4's recogniser).
+_KEEP_FP32_OPS = ("Clip", "ReduceMean", "Pow", "Sqrt")
 
 
 @dataclass(frozen=True)
@@ -81,5 +85,6 @@ class ToFP16(Pass):
                                              disable_shape_infer=False)
         _cast_integers_to_fp16(proto)
         qmodel.model = ir.serde.deserialize_model(proto)
+        RemoveUnusedNodesPass()(qmodel.model)  # the float32 initializers the converter replaced
         qmodel.analysis["fp16"] = {"kept_fp32_nodes": len(keep)}
         return PassResult(qmodel, True)

@@ -185,7 +185,7 @@ def registry() -> dict[str, CorpusModel]:
     """Every corpus model by name (the MediaPipe models come from ``wild.mediapipe``)."""
     from wild.mediapipe import MEDIAPIPE_MODELS
 
-    return {m.name: m for m in (*ONNX_MODELS, *MEDIAPIPE_MODELS)}
+    return {m.name: m for m in (*ONNX_MODELS, *MEDIAPIPE_MODELS())}
 
 
 def cached_data(model: CorpusModel, split: str) -> DataSet:
