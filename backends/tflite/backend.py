@@ -9,6 +9,8 @@ activation scale may be degenerate.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from irq.backends.tflite.offline import (
 from irq.backends.tflite.runner import TFLiteRunner, sidecar_path, sidecar_text
 from irq.errors import LoweringError
 from irq.io import atomic_path, atomic_write_text
+from irq.ir import node_label
 from irq.qspec import TensorRange
 
 if TYPE_CHECKING:
@@ -58,6 +61,9 @@ class TFLiteBackend(Backend):
         graph_model = _prepared_graph(qmodel)
         graph = graph_model.graph
         hazards.check_float_graph(graph, qmodel.name)
+        renamed = _scope_safe_node_names(graph)
+        # This function's view of the plan uses the private graph's (TensorFlow-safe) node names.
+        qmodel = dataclasses.replace(qmodel, plan={renamed.get(k, k): d for k, d in qmodel.plan.items()})
         known = dict(qmodel.ranges)
         info: dict[str, Any] = {"mode": mode, "io": io if mode == "int8" else "float"}
         if mode == "int8" and qmodel.calibration is None:
@@ -69,6 +75,10 @@ class TFLiteBackend(Backend):
                 build, data = _convert(proto, graph, qmodel, known, (mode, io, range_source), info, printed)
         except LoweringError as e:
             raise LoweringError(f"{qmodel.name}: {e}") from e
+        back = {new: old for old, new in renamed.items()}
+        for key in ("float_nodes_kept", "float_nodes_unmatched", "float_nodes_not_applied"):
+            if key in info:
+                info[key] = sorted(back.get(n, n) for n in info[key])
         info["ops"] = census.op_census(FlatModel(data))
         info["seconds"]["total"] = round(time.perf_counter() - started, 2)
         info["inputs"] = [s.onnx_name for s in build.inputs]
@@ -139,6 +149,33 @@ def _with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
 def _prepared_graph(qmodel: QModel) -> ir.Model:
     """A private copy of the graph with inferred shapes (the caller's IR is never modified)."""
     return ir.serde.deserialize_model(_with_shapes(qmodel.to_proto()))
+
+
+def _scope_safe_node_names(graph: ir.Graph) -> dict[str, str]:
+    """Rename nodes whose names TensorFlow rejects as scopes (Paddle's ``Softmax@0``, TFLite's ``a;b``).
+
+    onnx2tf names Keras layers after ONNX nodes. Returns old label -> new label for every node
+    renamed; value names are left alone (ranges and the runner use them).
+    """
+    used = {n.name for n in graph if n.name}
+    renamed = {}
+    for node in graph:
+        if node.name and _SCOPE.fullmatch(node.name):
+            continue
+        old = node_label(node)
+        base = re.sub(r"[^A-Za-z0-9_./>-]", "_", node.name or f"{node.op_type}_{node.outputs[0].name or 'out'}")
+        base = base if re.match(r"[A-Za-z0-9.]", base) else f"n{base}"
+        name, i = base, 0
+        while name in used:
+            i += 1
+            name = f"{base}_{i}"
+        used.add(name)
+        node.name = name
+        renamed[old] = name
+    return renamed
+
+
+_SCOPE = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_./>-]*")
 
 
 def _float_nodes(qmodel: QModel) -> set[str]:

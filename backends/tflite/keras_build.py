@@ -66,7 +66,8 @@ def build_keras(proto: onnx.ModelProto, graph: ir.Graph) -> KerasBuild:
     o2t.get_tf_model_outputs = capture_outputs
     try:
         model = onnx2tf.convert(onnx_graph=proto, disable_model_save=True, non_verbose=True,
-                                verbosity="error", not_use_onnxsim=True)
+                                verbosity="error", not_use_onnxsim=True,
+                                keep_nwc_or_nhwc_or_ndhwc_input_names=_o2t_names(channels_last_inputs(graph)))
     except SystemExit as e:  # onnx2tf calls sys.exit on some unsupported inputs
         raise LoweringError(f"onnx2tf gave up on {graph.name or 'the model'} (exit {e.code})") from e
     finally:
@@ -125,6 +126,30 @@ def _attribute_layers(build: KerasBuild, graph: ir.Graph, table: dict) -> None:
         if owner_label is not None:
             build.layer_nodes[layer.name] = owner_label
     build.value_layers = {v: layer.name for v, layer in final.items()}
+
+
+def channels_last_inputs(graph: ir.Graph) -> list[str]:
+    """Inputs already channels-last in ONNX: every use is a Transpose to channels-first.
+
+    tf2onnx (a .tflite or Keras source) writes NHWC inputs followed by that Transpose; onnx2tf
+    would otherwise read the NHWC shape as NCHW and transpose it again, so the .tflite would
+    take [1, H, C, W] instead of the original [1, H, W, C].
+    """
+    found = []
+    for value in graph.inputs:
+        rank = len(value.shape or ())
+        uses = list(value.uses())
+        first = (0, rank - 1, *range(1, rank - 1))
+        if 3 <= rank <= 5 and uses and all(
+                u.node.op_type == "Transpose" and tuple(u.node.attributes.get_ints("perm", ())) == first
+                for u in uses):
+            found.append(value.name or "")
+    return found
+
+
+def _o2t_names(names: list[str]) -> list[str] | None:
+    """Names as onnx2tf spells them: it renames ``a:0`` to ``a__0`` before reading its options."""
+    return sorted({*names, *(n.replace(":", "__") for n in names)}) or None
 
 
 def _unique_permutation(keras_shape: list, shape: list) -> tuple[int, ...] | None:

@@ -4,8 +4,10 @@ The converter names a tensor after the TensorFlow ops fused into its producer, j
 (``model_3/n9__relu1/Relu;model_3/n8__conv1/BiasAdd``); each part holds the Keras layer name,
 which :mod:`keras_build` made unique and attributed to an ONNX node. A tensor is an ONNX value
 when one of its parts is the layer that produces that value; when several are (a conv fused
-with its ReLU), the value furthest downstream is the tensor. Graph inputs and outputs are
-matched through the signature instead, whose names irq chose. Every match is checked for equal
+with its ReLU), the value furthest downstream is the tensor. The first part names the op the
+fused tensor comes out of: when that is a layer inside an ONNX node (HardSigmoid is x*alpha+beta
+then a clip), the tensor is that node's intermediate and maps to no ONNX value. Graph inputs
+and outputs are matched through the signature instead, whose names irq chose. Every match is checked for equal
 element counts, so a naming surprise drops a tensor from the map rather than mislabelling it.
 """
 
@@ -61,8 +63,12 @@ def map_tensors(flat: FlatModel, build: KerasBuild, graph: ir.Graph) -> TensorMa
     for index in flat.activations():
         name = by_signature.get(index)
         if name is None:
-            candidates = [v for layer in layer_names(flat.tensor_name(index))
-                          for v in layer_values.get(layer, [])]
+            layers = layer_names(flat.tensor_name(index))
+            first_op = flat.tensor_name(index).split(";")[0]
+            final = [scope for scope in layer_names(first_op) if scope in build.layer_nodes]
+            if final and final[-1] not in layer_values:
+                continue  # the fused op ends inside an ONNX node (HardSigmoid's x*alpha): no ONNX value
+            candidates = [v for layer in layers for v in layer_values.get(layer, [])]
             name = max(candidates, key=lambda v: order.get(v, -1)) if candidates else None
         if name is not None and _same_size(list(flat.tensor(index).shape), shapes.get(name)):
             result.values[index] = name
