@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from irq.errors import BudgetError, InputError, IrqError
@@ -194,33 +192,19 @@ def _audit(args: argparse.Namespace) -> int:
 
 @command("compile")
 def _compile(args: argparse.Namespace) -> int:
+    from irq.budgets import Budgets
     from irq.compiler import compile as compile_model
-    from irq.summary import one_line
+    from irq.sensitivity.cli import criterion_and_search
 
     options = {k: v for k, v in (("io", args.io), ("deployment_target", args.deployment_target)) if v}
-    from irq.budgets import Budgets
-    from irq.sensitivity.cli import budget_requested, compile_budget
-    from irq.verify_report import complete_saved
-
-    budgets = Budgets.from_args(args)
-    if budget_requested(args):
-        saved = Path(args.out) / "report.json"
-        try:
-            compile_budget(args, options, _load)
-        except BudgetError:  # the search missed: still check and write everything, then say so
-            with contextlib.suppress(BudgetError):
-                complete_saved(saved, args.model, _load(args.eval, args), budgets, _checks(args))
-            raise
-        report = complete_saved(saved, args.model, _load(args.eval, args), budgets, _checks(args))
-        print(one_line(report))
-        return 0
+    criterion, search = criterion_and_search(args)
     try:
         report = compile_model(args.model, args.target, args.out, calib=_load(args.calib, args),
                                eval=_load(args.eval, args), recipe=args.recipe, pipeline=args.pipeline,
                                dump_ir=args.dump_ir, disable_passes=args.disable_pass, options=options,
-                               measure_latency=not args.no_latency, budgets=budgets, checks=_checks(args),
-                               input_shapes=_shapes(args), input_values=_values(args), batch_axes=_batch_axes(args),
-                               output=args.output)
+                               measure_latency=not args.no_latency, budgets=Budgets.from_args(args),
+                               checks=_checks(args), input_shapes=_shapes(args), input_values=_values(args),
+                               batch_axes=_batch_axes(args), output=args.output, criterion=criterion, search=search)
     except BudgetError:
         _print_saved(os.path.join(args.out, "report.json"))
         raise
@@ -291,7 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IrqError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"irq: error: {e}", file=sys.stderr)
+        lines = str(e).splitlines() or [""]
+        more = "" if args.debug or len(lines) == 1 else " (rerun with --debug for the converter's output)"
+        print(f"irq: error: {lines[0]}{more}", file=sys.stderr)
+        if args.debug and len(lines) > 1:
+            print("\n".join(lines[1:]), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("irq: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from irq import input_plan as shape_plan
+from irq.backends.base import Artifact
 from irq.budgets import Budgets
 from irq.data import DataSet, load_data
 from irq.data_check import conform
@@ -26,9 +27,11 @@ from irq.pass_infra import DisablePassesInstrument, DumpIRInstrument, Instrument
 from irq.recipe import Recipe, load_recipe
 from irq.registry import parse_pipeline
 from irq.targets import Target, get_backend, get_target
+from irq.verify_report import VerifyOptions
 
 if TYPE_CHECKING:
-    from irq.verify_report import VerifyOptions
+    from irq.sensitivity.metrics import Criterion
+    from irq.sensitivity.mixed import SearchOptions, SearchResult
 
 
 def import_model(spec: str | Path | QModel | onnx.ModelProto) -> QModel:
@@ -105,14 +108,28 @@ def quantize(qmodel: QModel, target: Target, calib: DataSet | None = None, recip
     return PassManager(passes, instruments)(work).model
 
 
-def compile(model: str | Path | QModel | onnx.ModelProto, target: str, out_dir: str | Path, *,
+def prepare_inputs(float_model: QModel, shapes: dict[str, InputShape], frozen: dict[str, float] | None,
+                   instruments: Sequence[Instrument] = ()) -> QModel:
+    """``float_model`` with ``frozen`` inputs made constants and ``shapes`` fixed, folded (a copy).
+
+    Every later stage starts from this model: the pass pipeline, the budget search's candidates,
+    and the analyses that compare the artifact layer by layer with float.
+    """
+    spec = shape_plan.pass_spec(shapes, frozen)
+    if not spec:
+        return float_model
+    return PassManager(parse_pipeline(spec), instruments)(float_model.clone()).model
+
+
+def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, out_dir: str | Path, *,
             calib: str | Path | DataSet | None = None, eval: str | Path | DataSet | None = None,
             recipe: str | Path | Recipe | None = None, pipeline: str | None = None,
             dump_ir: str | Path | None = None, disable_passes: Sequence[str] = (),
             options: dict[str, Any] | None = None, measure_latency: bool = True,
             budgets: Budgets | None = None, checks: VerifyOptions | None = None,
             input_shapes: dict[str, tuple[int, ...]] | None = None, input_values: dict[str, float] | None = None,
-            batch_axes: dict[str, int] | None = None, output: str | None = None) -> dict[str, Any]:
+            batch_axes: dict[str, int] | None = None, output: str | None = None,
+            criterion: Criterion | None = None, search: SearchOptions | None = None) -> dict[str, Any]:
     """Compile ``model`` for ``target``; write the artifact, report.json and report.html; return the report.
 
     With ``eval``, the artifact is verified (accuracy, error, latency, crash test, per-layer
@@ -120,18 +137,16 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str, out_dir: 
     ``input_shapes`` fixes inputs' shapes (a static-shape target takes the rest from the data);
     ``input_values`` freezes scalar inputs into constants (the data must hold those values);
     ``batch_axes`` says where an input's batch is when not on axis 0; ``output`` names the output
-    that accuracy, agreement and budgets read.
+    that accuracy, agreement and budgets read. With ``criterion`` (an accuracy budget), the
+    fewest layers are kept in higher precision to meet it (``search`` tunes the search); the
+    report gains a ``mixed_precision`` section.
     """
-    from irq.report import build_report
-    from irq.verify_report import VerifyOptions, extended_checks, finalize, verification_section
-
     t0 = time.perf_counter()
-    tgt = get_target(target)
+    tgt = target if isinstance(target, Target) else get_target(target)
     if options:
         tgt = dataclasses.replace(tgt, options={**tgt.options, **options})
     out = _prepare_out_dir(out_dir, model)
     float_model = import_model(model)
-    float_bytes = float_model.to_bytes()
     calib_data = _data(calib, float_model, "calibration", batch_axes)
     eval_data = _data(eval, float_model, "evaluation", batch_axes)
     shapes = fixed_shapes(float_model, tgt, input_shapes, calib_data, eval_data, input_values)
@@ -142,22 +157,87 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str, out_dir: 
         instruments.append(DisablePassesInstrument(frozenset(disable_passes)))
     if dump_ir:
         instruments.append(DumpIRInstrument(Path(dump_ir)))
-    qmodel = quantize(float_model, tgt, calib_data, rec, pipeline, instruments, shapes, input_values)
-    backend = get_backend(tgt.backend)
-    artifact = backend.lower(qmodel, tgt, out)
-    report = build_report(float_model, float_bytes, qmodel, tgt, artifact, timing.timings)
+    stage = _Stage(float_model, prepare_inputs(float_model, shapes, input_values, instruments), tgt, out,
+                   _without(calib_data, input_values), _without(eval_data, input_values), eval_data)
+    if criterion is not None and output is not None:
+        criterion = dataclasses.replace(criterion, output=_output_index(float_model, output))
+    stage.lower(rec, pipeline, instruments, criterion, search)
+    report = stage.report(timing.timings, output, checks or VerifyOptions(measure_latency=measure_latency))
     if shapes:
         report["input_shapes"] = shape_plan.report_section(shapes)
     if input_values:
         report["frozen_inputs"] = dict(input_values)
-    if eval_data is not None:
-        runner = backend.runner(artifact.path, qmodel)
-        report.update(verification_section(float_model, runner, eval_data, measure_latency=False, output=output))
-        extended_checks(report, float_model, artifact.path, tgt.backend, runner, eval_data,
-                        checks or VerifyOptions(measure_latency=measure_latency))
-    report["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    finalize(report, out / "report.json", budgets)
-    return report
+    return stage.finish(report, t0, budgets, rec, criterion)
+
+
+def _without(data: DataSet | None, frozen: dict[str, float] | None) -> DataSet | None:
+    return data.without(set(frozen)) if data is not None and frozen else data
+
+
+def _output_index(float_model: QModel, output: str) -> int:
+    names = [v.name for v in float_model.graph.outputs]
+    if output not in names:
+        raise InputError(f"--output {output!r} is not an output of the model (outputs: {', '.join(map(str, names))})")
+    return names.index(output)
+
+
+@dataclasses.dataclass
+class _Stage:
+    """One compile's state between its stages: lower (or search), verify, report."""
+
+    float_model: QModel
+    prepared: QModel  # inputs frozen and fixed: what the passes and the analyses start from
+    target: Target
+    out: Path
+    calib: DataSet | None
+    eval: DataSet | None  # for the prepared model (frozen inputs dropped)
+    eval_full: DataSet | None  # for the float model as the user gave it
+    qmodel: QModel | None = None
+    artifact: Artifact | None = None
+    search: SearchResult | None = None
+
+    def lower(self, rec: Recipe | None, pipeline: str | None, instruments: Sequence[Instrument],
+              criterion: Criterion | None, search: SearchOptions | None) -> None:
+        """Quantize and lower, or (under a budget) search for the assignment to lower."""
+        if criterion is None:
+            self.qmodel = quantize(self.prepared, self.target, self.calib, rec, pipeline, instruments)
+            self.artifact = get_backend(self.target.backend).lower(self.qmodel, self.target, self.out)
+            return
+        from irq.sensitivity.budget import search_stage
+
+        self.search, self.artifact = search_stage(self.prepared, self.target, self.calib, self.eval, criterion,
+                                                  search, rec, pipeline, self.out)
+        self.qmodel = self.search.qmodel
+
+    def report(self, timings: list[tuple[str, float]], output: str | None, checks: VerifyOptions) -> dict[str, Any]:
+        """The report: what was built, then (with evaluation data) how it answers."""
+        from irq.report import build_report
+        from irq.verify_report import extended_checks, verification_section
+
+        assert self.qmodel is not None and self.artifact is not None
+        report = build_report(self.float_model, self.float_model.to_bytes(), self.qmodel, self.target,
+                              self.artifact, timings)
+        if self.eval_full is not None and self.eval is not None:
+            runner = get_backend(self.target.backend).runner(self.artifact.path, self.qmodel)
+            report.update(verification_section(self.float_model, runner, self.eval_full, measure_latency=False,
+                                               output=output))
+            extended_checks(report, self.prepared, self.artifact.path, self.target.backend, runner, self.eval, checks)
+        return report
+
+    def finish(self, report: dict[str, Any], t0: float, budgets: Budgets | None, rec: Recipe | None,
+               criterion: Criterion | None) -> dict[str, Any]:
+        """Add the search's section, write report.json/html; raise BudgetError for a missed budget."""
+        from irq.verify_report import finalize
+
+        if self.search is not None and criterion is not None:
+            from irq.sensitivity.budget import add_budget_section, missed
+
+            add_budget_section(report, self.search, rec, self.target, self.out, criterion)
+        report["wall_seconds"] = round(time.perf_counter() - t0, 3)
+        finalize(report, self.out / "report.json", budgets)
+        if self.search is not None and criterion is not None and not self.search.met:
+            raise missed(self.search, self.float_model.name, self.target, criterion, self.out)
+        return report
 
 
 #: Every file a compile may write into its output folder.

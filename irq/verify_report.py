@@ -253,21 +253,3 @@ def finalize(report: dict[str, Any], json_path: Path | None, budgets: Budgets | 
         write_html(json_path.with_suffix(".html"), report)
         where = str(json_path)
     budget_checks.enforce(report, where)
-
-
-def complete_saved(json_path: Path, model: Any, data: Any, budgets: Budgets | None,
-                   options: VerifyOptions | None = None) -> dict[str, Any]:
-    """Extended checks, budgets and report.html for a report another driver wrote (the budget search)."""
-    from irq.compiler import import_model
-    from irq.data import load_data
-    from irq.data_check import conform
-    from irq.targets import get_backend
-
-    report = json.loads(Path(json_path).read_text())
-    float_model = import_model(model)
-    dataset = conform(load_data(data), float_model.graph, "evaluation")
-    artifact = Path(report["artifact"])
-    runner = get_backend(report["backend"]).runner(artifact, float_model)
-    extended_checks(report, float_model, artifact, report["backend"], runner, dataset, options)
-    finalize(report, Path(json_path), budgets)
-    return report

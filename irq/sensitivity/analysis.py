@@ -39,6 +39,7 @@ class SensitivityOptions:
     workers: int = 2
     high: str = "auto"
     layerwise: bool = True
+    output: int | None = None  # the output built-in metrics read (see Criterion.output)
 
     def __post_init__(self) -> None:
         if self.subset < 0 or self.confirm < 0 or self.workers < 1:
@@ -74,16 +75,18 @@ def high_precision(target: Target, choice: str = "auto") -> Precision:
     return Precision.FP32
 
 
-def metric_names(labels: np.ndarray | None, ref: list[np.ndarray], extra: str) -> list[str]:
+def metric_names(labels: np.ndarray | None, ref: list[np.ndarray], extra: str, output: int | None = None) -> list[str]:
     """The metrics that apply: top1 needs labels, top1/agreement need class scores."""
-    classifier = ref[0].ndim == 2 and ref[0].shape[1] > 1
+    read = ref if output is None else [ref[output]]
+    classifier = any(r.ndim == 2 and r.shape[1] > 1 for r in read)
     names = [m for m in BUILTIN if (m not in COARSE or classifier) and (m != "top1" or labels is not None)]
     return names if extra in names else [*names, extra]
 
 
-def score(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None, names: list[str]) -> dict:
-    """Every metric in ``names`` for one candidate."""
-    return {m: evaluate_metric(m, ref, out, labels) for m in names}
+def score(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None, names: list[str],
+          output: int | None = None) -> dict:
+    """Every metric in ``names`` for one candidate (built-in ones on ``output`` alone when given)."""
+    return {m: evaluate_metric(m, ref, out, labels, output) for m in names}
 
 
 def _spread(n: int, k: int) -> np.ndarray:
@@ -110,10 +113,10 @@ def _assign_ranks(rows: list[dict], metric: str) -> list[dict]:
 
 
 def _collect(rows: list[dict], futures: dict, ref: list[np.ndarray], labels: np.ndarray | None,
-             names: list[str], baseline: dict[str, float], suffix: str = "") -> None:
+             names: list[str], baseline: dict[str, float], suffix: str = "", output: int | None = None) -> None:
     for row in rows:
         for mode in MODES:
-            row[mode + suffix] = score(ref, futures[(row["layer"], mode)].result(), labels, names)
+            row[mode + suffix] = score(ref, futures[(row["layer"], mode)].result(), labels, names, output)
         row["gain" + suffix] = {m: row["all_but_one" + suffix][m] - baseline[m] for m in names}
 
 
@@ -172,11 +175,11 @@ class _Run:
         f_full = ev.submit(Task("full")) if confirm and opts.confirm else None
         q_full = ev.submit(as_task(all_q, "full")) if f_full is not None else None  # early: no idle barrier
         ref = f_sub.result()
-        names = metric_names(sub.labels, ref, opts.metric)
-        baseline = {"subset": score(ref, q_sub.result(), sub.labels, names)}
+        names = metric_names(sub.labels, ref, opts.metric, opts.output)
+        baseline = {"subset": score(ref, q_sub.result(), sub.labels, names, opts.output)}
         rows = [{"layer": u.name, "op_type": u.op_type, "params": u.params, "bytes": u.bytes,
                  "members": list(u.members), "confirmed": False} for u in units]
-        _collect(rows, futures, ref, sub.labels, names, baseline["subset"])
+        _collect(rows, futures, ref, sub.labels, names, baseline["subset"], output=opts.output)
         layer = lw.result() if lw is not None else {}
         for row in rows:
             row["layerwise"] = {k: v for k, v in layer.get(row["layer"], {}).items() if not k.endswith("_value")}
@@ -200,8 +203,8 @@ class _Run:
             futures[(row["layer"], "alone")] = ev.submit(as_task(alone, "full", isolate=False))
             futures[(row["layer"], "all_but_one")] = ev.submit(as_task(abo, "full"))
         ref = f_full.result()
-        baseline["full"] = score(ref, q_full.result(), data.labels, names)
-        _collect(top, futures, ref, data.labels, names, baseline["full"], "_full")
+        baseline["full"] = score(ref, q_full.result(), data.labels, names, self.options.output)
+        _collect(top, futures, ref, data.labels, names, baseline["full"], "_full", self.options.output)
         by_layer = {r["layer"]: r for r in top}
         subset_rank = {r["layer"]: i + 1 for i, r in enumerate(top)}
         view = [{"layer": r["layer"], "alone": r["alone_full"], "all_but_one": r["all_but_one_full"]} for r in top]

@@ -11,19 +11,18 @@ import dataclasses
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from irq.data import DataSet, load_data
-from irq.data_check import conform
+from irq.backends.base import Artifact
+from irq.data import DataSet
 from irq.errors import BudgetError, InputError
 from irq.ir import QModel
-from irq.recipe import LayerRule, Recipe, load_recipe, save_recipe
+from irq.recipe import LayerRule, Recipe, save_recipe
 from irq.sensitivity.metrics import Criterion
 from irq.sensitivity.mixed import REASON, SearchOptions, SearchResult, copy_artifact, search_mixed_precision
 from irq.sensitivity.outputs import write_pareto, write_sensitivity
-from irq.targets import Target, get_backend, get_target
+from irq.targets import Target
 
 
 def mixed_recipe(result: SearchResult, base: Recipe | None) -> Recipe:
@@ -55,45 +54,28 @@ def _write_side_files(out: Path, result: SearchResult, recipe: Recipe | None, ta
     return files
 
 
-def compile_with_budget(model: str | Path | QModel, target: str | Target, out_dir: str | Path, *, criterion: Criterion,
-                        calib: str | Path | DataSet | None = None, eval: str | Path | DataSet | None = None,
-                        recipe: str | Path | Recipe | None = None, pipeline: str | None = None,
-                        options: dict[str, Any] | None = None, search: SearchOptions | None = None,
-                        measure_latency: bool = True) -> dict[str, Any]:
-    """Compile ``model`` for ``target`` keeping the fewest layers in higher precision to meet ``criterion``.
+def search_stage(prepared: QModel, target: Target, calib: DataSet | None, data: DataSet | None,
+                 criterion: Criterion, search: SearchOptions | None, recipe: Recipe | None, pipeline: str | None,
+                 out: Path) -> tuple[SearchResult, Artifact]:
+    """The compile driver's quantize-and-lower stage under a budget: search, then copy the chosen artifact.
 
-    Returns the report (with a ``mixed_precision`` section); raises BudgetError after writing
-    everything when no assignment met the budget.
+    ``prepared`` is the float model with its inputs already frozen and fixed (what every candidate
+    starts from); candidates are lowered in a scratch folder under ``out`` that is removed here.
     """
-    from irq.compiler import import_model
-    from irq.report import build_report, write_report
-    from irq.verify_report import verification_section
-
-    t0 = time.perf_counter()
-    tgt = target if isinstance(target, Target) else get_target(target)
-    if options:
-        tgt = dataclasses.replace(tgt, options={**tgt.options, **options})
-    if eval is None:
+    if data is None:
         raise InputError("a budget is measured on evaluation data: give --eval")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    float_model = import_model(model)
-    float_bytes = float_model.to_bytes()
-    calib_data = None if calib is None else conform(load_data(calib), float_model.graph, "calibration")
-    eval_data = conform(load_data(eval), float_model.graph, "evaluation")
-    rec = load_recipe(recipe) if isinstance(recipe, str | Path) else recipe
     scratch = Path(tempfile.mkdtemp(prefix=".irq-mixed-", dir=out))
     try:
-        result = search_mixed_precision(float_model, tgt, calib_data, eval_data, criterion, search, rec, pipeline,
-                                        scratch)
-        artifact = copy_artifact(result.artifact, out)
+        result = search_mixed_precision(prepared, target, calib, data, criterion, search, recipe, pipeline, scratch)
+        return result, copy_artifact(result.artifact, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    files = _write_side_files(out, result, rec, tgt)
-    backend = get_backend(tgt.backend)
-    report = build_report(float_model, float_bytes, result.qmodel, tgt, artifact, [])
-    report.update(verification_section(float_bytes, backend.runner(artifact.path, result.qmodel), eval_data,
-                                       measure_latency))
+
+
+def add_budget_section(report: dict[str, Any], result: SearchResult, recipe: Recipe | None, target: Target,
+                       out: Path, criterion: Criterion) -> None:
+    """Write the side files (recipe, curve, sensitivity) and put the search's section into ``report``."""
+    files = _write_side_files(out, result, recipe, target)
     report["mixed_precision"] = _section(result, files)
     chosen = result.figures["chosen"]
     if not result.met:
@@ -101,12 +83,21 @@ def compile_with_budget(model: str | Path | QModel, target: str | Target, out_di
             f"budget missed: no assignment met {criterion.describe()}; saved the best one found "
             f"({criterion.metric} {chosen['metric']:.4g} with {chosen['float_layers']} layers kept at "
             f"{result.precision.value})")
-    report["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    write_report(out / "report.json", report)
-    if not result.met:
-        stopped = " (stopped at --max-evals)" if result.figures["stopped_at_max_evals"] else ""
-        raise BudgetError(f"model {float_model.name!r} on {tgt.name}: no assignment met {criterion.describe()} "
-                          f"after {result.figures['evaluations']} lowered candidates{stopped}; best {criterion.metric} "
-                          f"{chosen['metric']:.4g} with {chosen['float_layers']} layers at {result.precision.value}, "
-                          f"saved to {artifact.path} and {out / 'report.json'}")
-    return report
+
+
+def missed(result: SearchResult, model: str, target: Target, criterion: Criterion, out: Path) -> BudgetError:
+    """The error a missed budget ends in, once everything is written."""
+    chosen = result.figures["chosen"]
+    stopped = " (stopped at --max-evals)" if result.figures["stopped_at_max_evals"] else ""
+    return BudgetError(f"model {model!r} on {target.name}: no assignment met {criterion.describe()} "
+                       f"after {result.figures['evaluations']} lowered candidates{stopped}; best {criterion.metric} "
+                       f"{chosen['metric']:.4g} with {chosen['float_layers']} layers at {result.precision.value}, "
+                       f"saved to {out / result.artifact.path.name} and {out / 'report.json'}")
+
+
+def compile_with_budget(model: str | Path | QModel, target: str | Target, out_dir: str | Path, *, criterion: Criterion,
+                        search: SearchOptions | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``irq.compile`` under ``criterion`` (kept for callers of the earlier API; see ``compile``)."""
+    from irq.compiler import compile as compile_model
+
+    return compile_model(model, target, out_dir, criterion=criterion, search=search, **kwargs)

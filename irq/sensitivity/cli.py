@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from irq.errors import InputError
 from irq.sensitivity.metrics import BUILTIN
 
 _METRIC_HELP = f"{', '.join(BUILTIN)} or package.module:function (called with float outputs, artifact outputs, labels)"
@@ -32,11 +31,6 @@ def add_budget_arguments(c: argparse.ArgumentParser) -> None:
     _add_search_tuning(g)
 
 
-def budget_requested(args: argparse.Namespace) -> bool:
-    """Whether ``irq compile`` was given a budget flag."""
-    return any(getattr(args, k, None) is not None for k in ("budget", "min_agreement", "min_metric"))
-
-
 def _search_options(args: argparse.Namespace, metric: str):
     from irq.sensitivity.analysis import SensitivityOptions
     from irq.sensitivity.mixed import SearchOptions
@@ -45,18 +39,14 @@ def _search_options(args: argparse.Namespace, metric: str):
     return SearchOptions(sens, max_evals=getattr(args, "max_evals", 20))
 
 
-def compile_budget(args: argparse.Namespace, options: dict[str, Any], load) -> dict[str, Any]:
-    """Run ``irq compile`` with a budget flag (BudgetError, exit 3, after saving when it is missed)."""
-    from irq.sensitivity.budget import compile_with_budget
+def criterion_and_search(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The budget and search options ``irq compile``'s flags ask for (None, None without a budget flag)."""
     from irq.sensitivity.metrics import Criterion
 
     criterion = Criterion.from_flags(args.budget, args.min_agreement, args.min_metric, args.metric)
     if criterion is None:
-        raise InputError("a budget needs --budget, --min-agreement or --min-metric")
-    return compile_with_budget(args.model, args.target, args.out, criterion=criterion,
-                               calib=load(args.calib, args), eval=load(args.eval, args), recipe=args.recipe,
-                               pipeline=args.pipeline, options=options,
-                               search=_search_options(args, criterion.metric), measure_latency=not args.no_latency)
+        return None, None
+    return criterion, _search_options(args, criterion.metric)
 
 
 def _sensitivity(args: argparse.Namespace) -> int:

@@ -32,10 +32,13 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 
 def _scores(outputs: list[np.ndarray]) -> np.ndarray:
-    first = outputs[0]
-    if first.ndim != 2 or first.shape[1] < 2:
-        raise InputError(f"this metric needs class scores (N, C) as the first output, got shape {first.shape}")
-    return first
+    """The first output shaped as class scores (N, C): a detector's boxes may come before them."""
+    for o in outputs:
+        if o.ndim == 2 and o.shape[1] >= 2:
+            return o
+    shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
+    raise InputError(f"this metric needs class scores (N, C) among the outputs, got shapes {shapes}; "
+                     "name the output with --output")
 
 
 def top1(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
@@ -113,9 +116,16 @@ def resolve_metric(spec: str) -> MetricFn:
     return fn
 
 
-def evaluate_metric(spec: str, ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
-    """Call metric ``spec``; InputError when a user metric fails or returns a non-number."""
+def evaluate_metric(spec: str, ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None,
+                    output: int | None = None) -> float:
+    """Call metric ``spec``; InputError when a user metric fails or returns a non-number.
+
+    ``output`` (an index) restricts a built-in metric to that output; a user metric always gets
+    every output, in the model's order.
+    """
     fn = resolve_metric(spec)
+    if output is not None and spec in BUILTIN:
+        ref, out = [ref[output]], [out[output]]
     try:
         value = fn(ref, out, labels)
     except InputError:
@@ -131,10 +141,15 @@ def evaluate_metric(spec: str, ref: list[np.ndarray], out: list[np.ndarray], lab
 
 @dataclass(frozen=True)
 class Criterion:
-    """An accuracy budget: ``metric`` (higher is better) must be at least ``threshold``."""
+    """An accuracy budget: ``metric`` (higher is better) must be at least ``threshold``.
+
+    ``output`` is the index of the output a built-in metric reads (None: every output, or the
+    first shaped as class scores for top1/agreement).
+    """
 
     metric: str
     threshold: float
+    output: int | None = None
 
     def __post_init__(self) -> None:
         resolve_metric(self.metric)

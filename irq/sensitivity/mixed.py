@@ -124,10 +124,10 @@ class _Search:
             return point
         labels = self.data.labels
         point.update(size_bytes=artifact.size_bytes,
-                     metric=evaluate_metric(self.criterion.metric, self.ref, outputs, labels))
-        for extra in metric_names(labels, self.ref, "sqnr"):
+                     metric=evaluate_metric(self.criterion.metric, self.ref, outputs, labels, self.criterion.output))
+        for extra in metric_names(labels, self.ref, "sqnr", self.criterion.output):
             if extra in ("sqnr", "agreement", "top1") and extra != self.criterion.metric:
-                point[extra] = evaluate_metric(extra, self.ref, outputs, labels)
+                point[extra] = evaluate_metric(extra, self.ref, outputs, labels, self.criterion.output)
         point["met"] = self.criterion.met(point["metric"])
         self.points[key] = point
         self.models[key] = (qmodel, artifact)
@@ -186,7 +186,7 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
 
     opts = options or SearchOptions()
     rank_metric = "sqnr" if criterion.metric in COARSE else criterion.metric  # coarse metrics tie on a subset
-    sens_opts = dataclasses.replace(opts.sensitivity, metric=rank_metric)
+    sens_opts = dataclasses.replace(opts.sensitivity, metric=rank_metric, output=criterion.output)
     sens = analyze_sensitivity(float_qmodel, target, calib, data, sens_opts, recipe, pipeline)
     ranked = rank_units(sens, rank_metric, opts.overhead_bytes)
     order = [u for u, _ in ranked]
