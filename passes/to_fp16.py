@@ -37,6 +37,23 @@ def _unshare_small_initializers(graph: ir.Graph, limit: int = 1024) -> None:
             use.node.replace_input_with(use.idx, copy)
 
 
+def _name_unused_outputs(graph: ir.Graph) -> None:
+    """Give omitted optional outputs (an LSTM's unused Y_h) a name of their own.
+
+    The converter's topological sort treats the empty name as a value: a node that omits an
+    output and an optional input then waits for itself, and the sort fails.
+    """
+    taken = {v.name for node in graph for v in node.outputs if v.name}
+    count = 0
+    for node in graph:
+        for out in node.outputs:
+            if not out.name:
+                while f"{node.name or node.op_type}_unused_{count}" in taken:
+                    count += 1
+                out.name = f"{node.name or node.op_type}_unused_{count}"
+                taken.add(out.name)
+
+
 def _cast_integers_to_fp16(proto: onnx.ModelProto) -> None:
     """Casts from integers/bools to float32 feed float16 math after conversion; make them fp16.
 
@@ -77,6 +94,7 @@ class ToFP16(Pass):
         """Convert, keeping the nodes the plan pins to fp32 in float32."""
         keep = [name for name, d in qmodel.plan.items() if d.precision == Precision.FP32]
         _unshare_small_initializers(qmodel.graph)
+        _name_unused_outputs(qmodel.graph)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # it warns for every clamped tiny weight
             proto = convert_float_to_float16(qmodel.to_proto(), keep_io_types=self.keep_io,
