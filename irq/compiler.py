@@ -157,7 +157,7 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, 
         instruments.append(DisablePassesInstrument(frozenset(disable_passes)))
     if dump_ir:
         instruments.append(DumpIRInstrument(Path(dump_ir)))
-    stage = _Stage(float_model, prepare_inputs(float_model, shapes, input_values, instruments), tgt, out,
+    stage = Stages(float_model, prepare_inputs(float_model, shapes, input_values, instruments), tgt, out,
                    _without(calib_data, input_values), _without(eval_data, input_values), eval_data)
     if criterion is not None and output is not None:
         criterion = dataclasses.replace(criterion, output=_output_index(float_model, output))
@@ -182,8 +182,13 @@ def _output_index(float_model: QModel, output: str) -> int:
 
 
 @dataclasses.dataclass
-class _Stage:
-    """One compile's state between its stages: lower (or search), verify, report."""
+class Stages:
+    """One compile's state between its stages: lower (or search), verify, report, write.
+
+    ``compile`` runs them all; batch jobs and QAT lower in their own way (a cached calibration,
+    trained weights) and hand the lowered model to :meth:`lowered`, so every entry point's
+    report carries the same verification.
+    """
 
     float_model: QModel
     prepared: QModel  # inputs frozen and fixed: what the passes and the analyses start from
@@ -195,6 +200,13 @@ class _Stage:
     qmodel: QModel | None = None
     artifact: Artifact | None = None
     search: SearchResult | None = None
+
+    @classmethod
+    def lowered(cls, float_model: QModel, qmodel: QModel, artifact: Artifact, target: Target,
+                evaluation: DataSet | None) -> Stages:
+        """The stages after a lowering done elsewhere (inputs neither frozen nor fixed)."""
+        return cls(float_model, float_model, target, artifact.path.parent, None, evaluation, evaluation, qmodel,
+                   artifact)
 
     def lower(self, rec: Recipe | None, pipeline: str | None, instruments: Sequence[Instrument],
               criterion: Criterion | None, search: SearchOptions | None) -> None:

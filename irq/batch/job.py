@@ -194,9 +194,10 @@ def _produce(job: Job, store: Store, key: str, float_model: Any, calib: Any, eva
 
 def _build(job: Job, float_model: Any, calib: Any, evaluation: Any, folder: Path, key: str, log: StageLog) -> None:
     """Quantize, lower, verify and write report.json into ``folder``."""
+    from irq.compiler import Stages
     from irq.pass_infra import DisablePassesInstrument, Instrument, TimingInstrument
-    from irq.report import build_report, write_report
     from irq.targets import get_backend
+    from irq.verify_report import VerifyOptions, finalize
 
     start, spec = time.perf_counter(), job.spec
     target = target_for(spec)
@@ -208,19 +209,13 @@ def _build(job: Job, float_model: Any, calib: Any, evaluation: Any, folder: Path
                              spec.settings.pipeline, instruments, log, wait=not job.may_defer)
     if log.stages.get("calibrate") == "hit":
         timing.timings.append(("calibrate (cached)", 0.0))
-    float_bytes = float_model.to_bytes()
-    backend = get_backend(target.backend)
-    artifact = backend.lower(qmodel, target, folder)
-    report = build_report(float_model, float_bytes, qmodel, target, artifact, timing.timings)
-    if evaluation is not None:
-        from irq.verify_report import verification_section
-
-        report.update(verification_section(float_bytes, backend.runner(artifact.path, qmodel), evaluation,
-                                           spec.settings.latency))
+    artifact = get_backend(target.backend).lower(qmodel, target, folder)
+    stages = Stages.lowered(float_model, qmodel, artifact, target, evaluation)
+    report = stages.report(timing.timings, None, VerifyOptions(measure_latency=spec.settings.latency))
     report["artifact"] = str(artifact.path.relative_to(folder))  # made absolute when published
     report["wall_seconds"] = round(time.perf_counter() - start, 3)
     report["batch"] = {"key": key, "stages": dict(log.stages)}
-    write_report(folder / REPORT, report)
+    finalize(report, folder / REPORT)
 
 
 def _publish(entry: Path, out_dir: Path, key: str) -> None:

@@ -25,23 +25,19 @@ from irq.qat.plot import smoothed, write_loss_curve
 from irq.qat.prepare import learned_ranges
 from irq.qat.train import Loss, QATOptions
 from irq.recipe import Recipe
-from irq.report import build_report, write_report
 from irq.targets import Target, get_backend
+from irq.verify_report import VerifyOptions, finalize
 
 _CURVE_POINTS = 200
 
 
-def _lower(qmodel: QModel, target: Target, out: Path, float_model: QModel, float_bytes: bytes,
-           eval_data: DataSet | None, latency: bool) -> tuple[Artifact, dict[str, Any]]:
-    from irq.verify_report import verification_section
+def _lower(qmodel: QModel, target: Target, out: Path, float_model: QModel, eval_data: DataSet | None,
+           checks: VerifyOptions) -> tuple[Artifact, dict[str, Any]]:
+    """Lower and verify like any compile (the same stages, the same report sections)."""
+    from irq.compiler import Stages
 
-    backend = get_backend(target.backend)
-    artifact = backend.lower(qmodel, target, out)
-    report = build_report(float_model, float_bytes, qmodel, target, artifact, [])
-    if eval_data is not None:
-        report.update(verification_section(float_bytes, backend.runner(artifact.path, float_model), eval_data,
-                                           latency))
-    return artifact, report
+    artifact = get_backend(target.backend).lower(qmodel, target, out)
+    return artifact, Stages.lowered(float_model, qmodel, artifact, target, eval_data).report([], None, checks)
 
 
 def _top1(report: dict[str, Any], which: str) -> float | None:
@@ -107,17 +103,16 @@ def qat_compile(model: Any, target: str | Target, out_dir: str | Path, train_dat
         raise InputError(f"{out}: cannot create the output folder ({e.strerror})") from e
     result = qat(model, train_data, target=target, calib=calib, eval_data=eval_data, loss=loss, recipe=recipe,
                  weights=weights, options=options)
-    float_bytes = result.float_model.to_bytes()
     if eval_data is not None:
         from irq.data_check import conform
 
         eval_data = conform(eval_data, result.float_model.graph, "evaluation")
     ptq_report = None
     if baseline:
-        _, ptq_report = _lower(result.ptq, result.target, out / "ptq", result.float_model, float_bytes,
-                               eval_data, False)
-    _, report = _lower(result.qmodel, result.target, out, result.float_model, float_bytes, eval_data,
-                       measure_latency)
+        _, ptq_report = _lower(result.ptq, result.target, out / "ptq", result.float_model, eval_data,
+                               VerifyOptions(measure_latency=False, crash_test=False, layer_error=False))
+    _, report = _lower(result.qmodel, result.target, out, result.float_model, eval_data,
+                       VerifyOptions(measure_latency=measure_latency))
     curve = "loss.png" if write_loss_curve(result.log, out / "loss.png", f"QAT {result.float_model.name} "
                                            f"-> {result.target.name}") else None
     report["qat"] = qat_section(result, options, ptq_report, report, curve, time.perf_counter() - start)
@@ -125,7 +120,7 @@ def qat_compile(model: Any, target: str | Target, out_dir: str | Path, train_dat
     qat_drop = report["qat"]["accuracy"]["qat_drop_pt"]
     if max_drop_pt is not None and qat_drop is not None and qat_drop > max_drop_pt:
         report.setdefault("warnings", []).append(f"budget: top-1 drop {qat_drop:.2f} pt > {max_drop_pt} pt")
-    write_report(out / "report.json", report)
+    finalize(report, out / "report.json")
     if max_drop_pt is not None and qat_drop is not None and qat_drop > max_drop_pt:
         raise BudgetError(f"{result.float_model.name} on {result.target.name}: QAT top-1 drop {qat_drop:.2f} pt "
                           f"exceeds {max_drop_pt} pt (report: {out / 'report.json'})")
