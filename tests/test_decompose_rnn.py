@@ -58,3 +58,25 @@ def test_a_dynamic_sequence_is_left_and_named():
     out = PassManager(parse_pipeline("decompose-rnn"))(qm.clone()).model
     kept = out.analysis["decompose_rnn"]["kept"]
     assert kept and all("not static" in why for why in kept.values())
+
+
+def test_fp16_keeps_an_lstm_whose_optional_outputs_are_omitted():
+    """silero-vad's LSTM omits Y_h; the fp16 converter's topological sort used to fail on the empty name."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (1, 64, 8)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (1, 64, 16)).astype(np.float32), "R")]
+    lstm = helper.make_node("LSTM", ["x", "W", "R", "", "", "h0", "c0"], ["y", "", "cn"], hidden_size=16, name="lstm")
+    graph = helper.make_graph([lstm], "omitted", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 1, 8]),
+                                                  helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 1, 16]),
+                                                  helper.make_tensor_value_info("c0", TensorProto.FLOAT, [1, 1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1, 1, 16]),
+                               helper.make_tensor_value_info("cn", TensorProto.FLOAT, [1, 1, 16])], inits)
+    model = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), "lstm")
+    half = PassManager(parse_pipeline("to-fp16"))(model.clone()).model
+    feeds = {"x": rng.normal(size=(4, 1, 8)).astype(np.float32), "h0": np.zeros((1, 1, 16), np.float32),
+             "c0": np.zeros((1, 1, 16), np.float32)}
+    for a, b in zip(make_session(half.to_bytes()).run(None, feeds), make_session(model.to_bytes()).run(None, feeds),
+                    strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-2)

@@ -212,3 +212,28 @@ def test_every_recipe_field_is_checked(tmp_path, capsys, recipe, needle):
                  "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "r.yaml" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tflite_int8_of_a_dynamic_hw_model_takes_its_shape_from_the_data(tmp_path):
+    """The YOLOv8n failure: onnx2tf cannot lower Shape-driven Reshapes on dynamic H/W; fixed shapes fold them."""
+    path = tmp_path / "dyn.onnx"
+    onnx.save(_dynamic_hw_model(), path)
+    x = np.random.default_rng(4).normal(size=(24, 3, 8, 10)).astype(np.float32)
+    report = irq.compile(path, "tflite-int8", tmp_path / "out", calib=DataSet({"x": x}), eval=DataSet({"x": x[:8]}),
+                         measure_latency=False)
+    assert report["input_shapes"]["x"]["shape"] == [1, 3, 8, 10]
+    assert report["error"]["sqnr_db"] > 20
+
+
+def test_coremltools_import_noise_does_not_reach_the_user(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "dyn.onnx"
+    onnx.save(_dynamic_hw_model(), path)
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(5).normal(size=(8, 3, 6, 6)).astype(np.float32))
+    run = subprocess.run([sys.executable, "-m", "irq.cli", "compile", str(path), "-t", "coreml-fp16", "--eval",
+                          str(tmp_path / "d.npz"), "-o", str(tmp_path / "o"), "--no-latency", "--no-crash-test"],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "_MLModelProxy" not in run.stderr + run.stdout and "Traceback" not in run.stderr

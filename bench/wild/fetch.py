@@ -46,6 +46,12 @@ WHEELS: tuple[Wheel, ...] = (
 )
 
 
+#: The files the test suite's corpus cases use (``make setup`` fetches these; the rest on demand).
+TEST_MEMBERS = frozenset({"rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                          "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+                          "silero_vad/data/silero_vad.onnx"})
+
+
 def cache_dir() -> Path:
     """Where the corpus lives."""
     if os.environ.get("IRQ_CORPUS"):
@@ -93,5 +99,5 @@ def fetch(wheels: tuple[Wheel, ...] = WHEELS, only: set[str] | None = None) -> l
 
 
 if __name__ == "__main__":
-    for path in fetch():
+    for path in fetch(only=set(TEST_MEMBERS) if "--tests" in sys.argv[1:] else None):
         print(path)

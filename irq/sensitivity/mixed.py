@@ -27,11 +27,12 @@ from irq.ir import QModel
 from irq.qspec import LayerDecision, Precision
 from irq.sensitivity.analysis import SensitivityOptions, SensitivityResult, analyze_sensitivity, metric_names
 from irq.sensitivity.candidates import pin, split_pipeline
-from irq.sensitivity.metrics import COARSE, Criterion, evaluate_metric
+from irq.sensitivity.metrics import Criterion, evaluate_metric
 from irq.sensitivity.units import Unit, overrides_for
 from irq.targets import Target, get_backend
 
 REASON = "sensitivity"
+CONTINUOUS = frozenset({"sqnr", "cosine", "mse"})
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,9 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     from irq.verification import run_dataset
 
     opts = options or SearchOptions()
-    rank_metric = "sqnr" if criterion.metric in COARSE else criterion.metric  # coarse metrics tie on a subset
+    # Layers are ranked on a small subset: a step-wise metric (top-1, a task metric counting
+    # samples) ties there, so only the continuous built-ins rank by themselves; the rest by SQNR.
+    rank_metric = criterion.metric if criterion.metric in CONTINUOUS else "sqnr"
     sens_opts = dataclasses.replace(opts.sensitivity, metric=rank_metric, output=criterion.output)
     sens = analyze_sensitivity(float_qmodel, target, calib, data, sens_opts, recipe, pipeline)
     ranked = rank_units(sens, rank_metric, opts.overhead_bytes)
