@@ -61,6 +61,20 @@ class Backend(abc.ABC):
     suffix: str = ""
     #: Whether the artifact's inputs must have fixed shapes (the driver fixes them before the passes).
     needs_static_shapes: bool = False
+    #: Whether latency measured on this machine means anything (Core ML predicts on Apple devices only).
+    host_latency: bool = True
+    #: Whether the artifact is a graph per-layer SQNR can read tensor by tensor (ONNX).
+    per_layer_error: bool = False
+    #: Threads for both sides of a latency comparison (None: the machine's cores).
+    latency_threads: int | None = None
+
+    def latency_baseline(self, artifact_path: Path) -> str | None:
+        """The target whose float lowering is the fair latency baseline in this runtime (None: onnxruntime)."""
+        return None
+
+    def latency_runner(self, artifact_path: Path, reference: QModel | None, threads: int) -> Runner:
+        """The runner latency is measured with (by default the verification runner)."""
+        return self.runner(artifact_path, reference)
 
     @abc.abstractmethod
     def lower(self, qmodel: QModel, target: Target, out_dir: Path) -> Artifact:

@@ -53,6 +53,11 @@ class OnnxBackend(Backend):
 
     name = "onnx"
     suffix = ".onnx"
+    per_layer_error = True
+
+    def latency_runner(self, artifact_path: Path, reference: QModel | None, threads: int) -> Runner:
+        """Onnxruntime on the artifact with ``threads`` intra-op threads (the same as the float side)."""
+        return OnnxRunner(str(artifact_path), threads=threads)
 
     def lower(self, qmodel: QModel, target: Target, out_dir: Path) -> Artifact:
         """Check the graph and write it atomically."""

@@ -45,7 +45,7 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
     Writes ``out`` (report.json) and the HTML page beside it when ``out`` is given; a missed
     budget raises BudgetError after that.
     """
-    from irq.compiler import import_model
+    from irq.compiler import float_baseline, import_model
     from irq.verify_report import VerifyOptions, extended_checks, finalize, verification_section
 
     artifact = Path(artifact)
@@ -64,7 +64,7 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
                                              "ratio": size / max(len(float_bytes), 1)}}
     runner = backend.runner(artifact, float_model)
     report.update(verification_section(float_model, runner, dataset, measure_latency=False, output=output))
-    extended_checks(report, float_model, artifact, backend_name, runner, dataset,
-                    checks or VerifyOptions(measure_latency=measure_latency))
+    extended_checks(report, float_model, artifact, backend, runner, dataset,
+                    checks or VerifyOptions(measure_latency=measure_latency), float_baseline(float_model))
     finalize(report, None if out is None else Path(out), budgets)
     return report

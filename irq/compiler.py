@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from irq import input_plan as shape_plan
-from irq.backends.base import Artifact
+from irq.backends.base import Artifact, Runner
 from irq.budgets import Budgets
 from irq.data import DataSet, load_data
 from irq.data_check import conform
-from irq.errors import InputError
+from irq.errors import InputError, IrqError
 from irq.input_plan import InputShape
 from irq.ir import QModel
 from irq.pass_infra import DisablePassesInstrument, DumpIRInstrument, Instrument, PassManager, TimingInstrument
 from irq.recipe import Recipe, load_recipe
 from irq.registry import parse_pipeline
 from irq.targets import Target, get_backend, get_target
-from irq.verify_report import VerifyOptions
+from irq.verify_report import BaselineBuilder, VerifyOptions
 
 if TYPE_CHECKING:
     from irq.sensitivity.metrics import Criterion
@@ -233,7 +233,8 @@ class Stages:
             runner = get_backend(self.target.backend).runner(self.artifact.path, self.qmodel)
             report.update(verification_section(self.float_model, runner, self.eval_full, measure_latency=False,
                                                output=output))
-            extended_checks(report, self.prepared, self.artifact.path, self.target.backend, runner, self.eval, checks)
+            extended_checks(report, self.prepared, self.artifact.path, get_backend(self.target.backend), runner,
+                            self.eval, checks, float_baseline(self.prepared))
         return report
 
     def finish(self, report: dict[str, Any], t0: float, budgets: Budgets | None, rec: Recipe | None,
@@ -250,6 +251,19 @@ class Stages:
         if self.search is not None and criterion is not None and not self.search.met:
             raise missed(self.search, self.float_model.name, self.target, criterion, self.out)
         return report
+
+
+def float_baseline(float_model: QModel) -> BaselineBuilder:
+    """How verification gets the float model lowered for a target (a latency baseline in its runtime)."""
+    def build(target_name: str, out: Path) -> Runner | str:
+        target = get_target(target_name)
+        try:
+            qmodel = quantize(float_model, target)
+            backend = get_backend(target.backend)
+            return backend.runner(backend.lower(qmodel, target, out).path, qmodel)
+        except IrqError as e:
+            return str(e).splitlines()[0]
+    return build
 
 
 #: Every file a compile may write into its output folder.

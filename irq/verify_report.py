@@ -9,14 +9,14 @@ when a budget was missed, so a CI gets the files and the exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irq.backends.base import Runner
+from irq.backends.base import Backend, Runner
 from irq.backends.onnx_qdq import OnnxRunner
 from irq.budgets import Budgets
 from irq.data import DataSet
@@ -143,32 +143,34 @@ def speed_warnings(lat: dict[str, Any]) -> list[str]:
     return []
 
 
-def latency_section(float_model: QModel, artifact: Path, backend: str, runner: Runner, data: DataSet,
-                    options: VerifyOptions) -> dict[str, Any]:
+#: Builds a runner on the float model lowered for the named target, or says why it could not.
+BaselineBuilder = Callable[[str, Path], "Runner | str"]
+
+
+def latency_section(float_model: QModel, artifact: Path, backend: Backend, runner: Runner, data: DataSet,
+                    options: VerifyOptions, baseline: BaselineBuilder | None = None) -> dict[str, Any]:
     """Float vs artifact latency, taking turns, against the float model in the artifact's runtime.
 
-    A .tflite is compared with a float .tflite of the same model (the tflite-fp32 lowering, built
-    here) as well as with onnxruntime; an ONNX artifact with the float model in onnxruntime.
+    When the backend names a float baseline target (a quantized .tflite: tflite-fp32), the
+    driver's ``baseline`` builds it here and onnxruntime's float becomes a second baseline;
+    otherwise the artifact is timed against the float model in onnxruntime.
     """
-    threads = options.threads or os.cpu_count() or 1
-    if backend == "tflite":
-        from irq.backends.tflite.offline import THREADS
-
-        threads = THREADS  # same thread count on both sides of the comparison
+    threads = backend.latency_threads or options.threads or os.cpu_count() or 1
     ort_float = OnnxRunner(float_model.to_bytes(), threads=threads)
-    art = OnnxRunner(str(artifact), threads=threads) if backend == "onnx" else runner
-    if backend != "tflite" or _tflite_mode(artifact) == "fp32":
+    art = backend.latency_runner(Path(artifact), float_model, threads)
+    base_target = backend.latency_baseline(Path(artifact))
+    if base_target is None or baseline is None:
         f, a = interleaved_latency([ort_float, art], data, options.latency_runs, options.warmup)
         return _latency_dict(f, a, "onnxruntime", art.runtime, "onnxruntime fp32, the float model", threads)
-    with tempfile.TemporaryDirectory(prefix="irq-fp32-") as tmp:
-        fp32 = _tflite_fp32(float_model, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="irq-baseline-") as tmp:
+        fp32 = baseline(base_target, Path(tmp))
         if isinstance(fp32, str):  # could not build: fall back, and say so
             f, a = interleaved_latency([ort_float, art], data, options.latency_runs, options.warmup)
-            return _latency_dict(f, a, "onnxruntime", art.runtime, f"onnxruntime fp32 (no float .tflite: {fp32})",
-                                 threads)
+            return _latency_dict(f, a, "onnxruntime", art.runtime,
+                                 f"onnxruntime fp32 (no {base_target} baseline: {fp32})", threads)
         f, o, a = interleaved_latency([fp32, ort_float, art], data, options.latency_runs, options.warmup)
     section = _latency_dict(f, a, fp32.runtime, art.runtime,
-                            "LiteRT fp32: the tflite-fp32 lowering of the same model, built for this measurement",
+                            f"{fp32.runtime}: the {base_target} lowering of the same model, built for this measurement",
                             threads)
     section["other_baselines"] = {"onnxruntime-fp32": {**o, "speedup": o["median_ms"] / max(a["median_ms"], 1e-9)}}
     return section
@@ -180,61 +182,47 @@ def _latency_dict(f: dict[str, float], a: dict[str, float], f_rt: str, a_rt: str
             "artifact_runtime": a_rt, "baseline": baseline, "threads": threads, "batch": 1}
 
 
-def _tflite_mode(path: Path) -> str | None:
-    sidecar = path.with_name(path.name + ".json")
-    try:
-        return json.loads(sidecar.read_text()).get("mode") if sidecar.exists() else None
-    except (OSError, ValueError):
-        return None
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def _tflite_fp32(float_model: QModel, out: Path) -> Runner | str:
-    """A LiteRT runner on the model lowered to float .tflite, or why it could not be built."""
-    from irq.compiler import quantize
-    from irq.errors import IrqError
-    from irq.targets import get_backend, get_target
+def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path, backend: Backend, runner: Runner,
+                    data: DataSet, options: VerifyOptions | None = None,
+                    baseline: BaselineBuilder | None = None) -> None:
+    """Add latency (right baseline), crash test and per-layer SQNR to ``report``, with warnings.
 
-    target = get_target("tflite-fp32")
-    try:
-        backend = get_backend("tflite")
-        qmodel = quantize(float_model, target)
-        return backend.runner(backend.lower(qmodel, target, out).path, qmodel)
-    except IrqError as e:
-        return str(e).splitlines()[0]
-
-
-def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path, backend: str, runner: Runner,
-                    data: DataSet, options: VerifyOptions | None = None) -> None:
-    """Add latency (right baseline), crash test and per-layer SQNR to ``report``, with warnings."""
+    What applies is the backend's to say (host latency, per-layer error, a float baseline in its
+    own runtime); ``baseline`` is how the driver lowers the float model for that baseline.
+    """
     options = options or VerifyOptions()
     warnings = report.setdefault("warnings", [])
-    if options.measure_latency and backend == "coreml":
+    if options.measure_latency and not backend.host_latency:
         report.pop("latency", None)
         report["latency_on_device"] = DEVICE_LATENCY
     elif options.measure_latency:
-        report["latency"] = latency_section(float_model, Path(artifact), backend, runner, data, options)
+        report["latency"] = latency_section(float_model, Path(artifact), backend, runner, data, options, baseline)
         warnings[:] = [w for w in warnings if not w.startswith("honest-speed")] + speed_warnings(report["latency"])
     if options.crash_test:
         from irq.crashtest import crash_test
 
         try:
-            report["crash_test"] = crash_test(Path(artifact), backend, float_model.to_bytes(), data)
+            report["crash_test"] = crash_test(Path(artifact), backend.name, float_model.to_bytes(), data)
         except Exception as e:  # the cases could not even be built: say so, do not drop the section
-            why = f"not run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            report["crash_test"] = [{"case": "setup", "passed": False, "outcome": "error", "detail": why}]
+            report["crash_test"] = [{"case": "setup", "passed": False, "outcome": "error",
+                                     "detail": f"not run: {_first_line(e)}"}]
         warnings += [f"crash-test: {r['case']}: {r['detail']}" for r in report["crash_test"] if not r["passed"]]
-    if options.layer_error and backend == "onnx":
+    if options.layer_error and backend.per_layer_error:
         from irq.layer_error import layer_sqnr
 
         try:
             report["layer_error"] = layer_sqnr(float_model.to_bytes(), Path(artifact), data, options.layer_samples)
         except Exception as e:  # a diagnostic: its failure is reported, it does not stop verification
-            why = f"not computed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            why = f"not computed: {_first_line(e)}"
             report["layer_error"] = {"samples": 0, "layers": [], "note": why}
             warnings.append(f"layer-error: per-layer SQNR {why}")
     elif options.layer_error:
-        report["layer_error"] = {"samples": 0, "layers": [],
-                                 "note": f"per-layer SQNR is computed for ONNX artifacts only (this one is {backend})"}
+        report["layer_error"] = {"samples": 0, "layers": [], "note": "per-layer SQNR is computed for ONNX "
+                                 f"artifacts only (this one is {backend.name})"}
     if not warnings:
         report.pop("warnings")
 

@@ -49,6 +49,7 @@ class CoreMLBackend(Backend):
     name = "coreml"
     suffix = ".mlpackage"
     needs_static_shapes = True
+    host_latency = False
 
     def lower(self, qmodel: QModel, target: Target, out_dir: Path) -> Artifact:
         """Build, convert and save ``out_dir/model.mlpackage`` atomically, then describe it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import re
 import tempfile
 import time
@@ -26,6 +27,7 @@ from irq.backends.tflite.flatmodel import FlatModel
 from irq.backends.tflite.keras_build import KerasBuild, build_keras, export_saved_model
 from irq.backends.tflite.mapping import map_tensors
 from irq.backends.tflite.offline import (
+    THREADS,
     CapturedOutput,
     captured_output,
     limit_tensorflow_threads,
@@ -53,6 +55,15 @@ class TFLiteBackend(Backend):
     name = "tflite"
     suffix = ".tflite"
     needs_static_shapes = True
+    latency_threads = THREADS  # LiteRT's XNNPACK threads, on both sides of the comparison
+
+    def latency_baseline(self, artifact_path: Path) -> str | None:
+        """A quantized .tflite is timed against the float .tflite of the same model."""
+        try:
+            mode = json.loads(sidecar_path(artifact_path).read_text()).get("mode")
+        except (OSError, ValueError):
+            mode = None
+        return None if mode == "fp32" else "tflite-fp32"
 
     def lower(self, qmodel: QModel, target: Target, out_dir: Path) -> Artifact:
         """Write ``out_dir/model.tflite`` and its I/O sidecar; describe them in the Artifact."""
