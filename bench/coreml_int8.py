@@ -14,8 +14,9 @@ import numpy as np
 from common import machine, scratch, timed
 
 from irq import zoo
-from irq.compiler import import_model, quantize
+from irq.frontends import import_model
 from irq.metrics import kl_divergence
+from irq.prepare import quantize
 from irq.targets import get_backend, get_target
 from irq.verification import run_dataset
 

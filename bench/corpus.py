@@ -56,9 +56,9 @@ def run_cell(name: str, target: str, work: Path) -> dict[str, Any]:
 
     import irq
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.compiler import import_model
-    from irq.data_check import conform
+    from irq.data.conform import conform
     from irq.errors import IrqError
+    from irq.frontends import import_model
     from irq.targets import get_backend, get_target
     from irq.verification import run_dataset
     from irq.verify_report import VerifyOptions

@@ -32,8 +32,8 @@ import onnx_ir as ir
 import torch
 
 from irq import zoo
-from irq.compiler import import_model
 from irq.data import DataSet, save_npz
+from irq.frontends import import_model
 from irq.qat import QATOptions, qat_compile
 from irq.qat.prepare import prepare, resolve_target
 from irq.qat.translate import QDQModule
@@ -100,7 +100,7 @@ def float_finetune_case(train: DataSet, test: DataSet, calib: DataSet, opts: QAT
     Tells whether QAT's gain is more than the extra training it implies.
     """
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.compiler import quantize
+    from irq.prepare import quantize
     from irq.qat.train import train as train_module
     from irq.verification import run_dataset
 

@@ -24,13 +24,13 @@ from pathlib import Path
 
 from irq import zoo
 from irq.cli import main as irq_main
-from irq.compiler import import_model
+from irq.compiler import compile as compile_model
 from irq.data import save_npz
 from irq.errors import BudgetError
+from irq.frontends import import_model
 from irq.pass_infra import TimingInstrument
 from irq.qspec import QType
 from irq.recipe import recipe_from_dict
-from irq.sensitivity.budget import compile_with_budget
 from irq.sensitivity.candidates import calibrate_once
 from irq.sensitivity.metrics import Criterion
 from irq.targets import get_target
@@ -113,7 +113,7 @@ def fashion(out: Path, budget: float) -> dict:
     t = time.perf_counter()
     code = 0
     try:
-        compile_with_budget("fashion-cnn", target, dest, criterion=Criterion.from_flags(budget=budget),
+        compile_model("fashion-cnn", target, dest, criterion=Criterion.from_flags(budget=budget),
                             calib=zoo.calibration_data("fashion-cnn"), eval=zoo.eval_data("fashion-cnn", full=True),
                             recipe=recipe, measure_latency=False)
     except BudgetError as e:

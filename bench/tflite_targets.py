@@ -16,8 +16,9 @@ import numpy as np
 from common import machine, peak_rss_mb, scratch, timed
 
 from irq import zoo
-from irq.compiler import import_model, quantize
+from irq.frontends import import_model
 from irq.metrics import accuracy, agreement, kl_divergence
+from irq.prepare import quantize
 from irq.targets import get_backend, get_target
 from irq.verification import latency, run_dataset
 

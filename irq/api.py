@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irq.data import DataSet, load_data
-from irq.data_check import conform
+from irq.data.conform import conform
 from irq.errors import InputError
 from irq.targets import get_backend
 
@@ -19,7 +19,7 @@ _SUFFIX_BACKEND = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
 
 def audit(model: Any) -> dict[str, Any]:
     """The audit of a model after clean-up: census, sizes, quantizable layers, hazards."""
-    from irq.compiler import import_model
+    from irq.frontends import import_model
     from irq.pass_infra import PassManager
     from irq.registry import parse_pipeline
     from irq.targets import CLEANUP
@@ -45,7 +45,8 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
     Writes ``out`` (report.json) and the HTML page beside it when ``out`` is given; a missed
     budget raises BudgetError after that.
     """
-    from irq.compiler import float_baseline, import_model
+    from irq.compiler import float_baseline
+    from irq.frontends import import_model
     from irq.verify_report import VerifyOptions, extended_checks, finalize, verification_section
 
     artifact = Path(artifact)

@@ -7,7 +7,6 @@ writes the artifact and ``report.json`` under ``out_dir``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,13 +18,13 @@ from irq import input_plan as shape_plan
 from irq.backends.base import Artifact, Runner
 from irq.budgets import Budgets
 from irq.data import DataSet, load_data
-from irq.data_check import conform
+from irq.data.conform import conform
 from irq.errors import InputError, IrqError
-from irq.input_plan import InputShape
+from irq.frontends import import_model
 from irq.ir import QModel
-from irq.pass_infra import DisablePassesInstrument, DumpIRInstrument, Instrument, PassManager, TimingInstrument
+from irq.pass_infra import DisablePassesInstrument, DumpIRInstrument, Instrument, TimingInstrument
+from irq.prepare import fixed_shapes, prepare_inputs, quantize
 from irq.recipe import Recipe, load_recipe
-from irq.registry import parse_pipeline
 from irq.targets import Target, get_backend, get_target
 from irq.verify_report import BaselineBuilder, VerifyOptions
 
@@ -34,91 +33,11 @@ if TYPE_CHECKING:
     from irq.sensitivity.mixed import SearchOptions, SearchResult
 
 
-def import_model(spec: str | Path | QModel | onnx.ModelProto) -> QModel:
-    """Load a model from an ONNX path, a zoo name or ``package.module:function``."""
-    from irq.frontends.onnx_file import from_proto, load_onnx
-
-    if isinstance(spec, QModel):
-        return spec.clone()
-    if isinstance(spec, onnx.ModelProto):
-        return from_proto(spec, spec.graph.name or "model")
-    text = str(spec)
-    if text.endswith(".tflite"):
-        from irq.frontends.tflite_model import load_tflite
-
-        return load_tflite(text)
-    if text.endswith((".keras", ".h5", ".hdf5")):
-        from irq.frontends.keras_model import load_keras
-
-        return load_keras(text)
-    if text.endswith(".onnx") or os.sep in text or Path(text).exists():
-        return load_onnx(text)
-    if ":" in text:
-        from irq.frontends.torch_module import load_callable
-
-        return load_callable(text)
-    from irq import zoo
-
-    return load_onnx(zoo.get(text).onnx_path)
-
-
 def _data(spec: str | Path | DataSet | None, qmodel: QModel, role: str,
           batch_axes: dict[str, int] | None = None) -> DataSet | None:
     if spec is None:
         return None
     return conform(load_data(spec), qmodel.graph, role, batch_axes)
-
-
-def fixed_shapes(float_model: QModel, target: Target, given: dict[str, tuple[int, ...]] | None,
-                 calib: DataSet | None, evaluation: DataSet | None,
-                 frozen: dict[str, float] | None = None) -> dict[str, InputShape]:
-    """The input shapes to fix for ``target`` (asks the backend whether it needs static shapes).
-
-    Frozen inputs are checked against the data here and get no shape.
-    """
-    data = [("calibration", calib), ("evaluation", evaluation)]
-    if frozen:
-        shape_plan.check_frozen(float_model.graph, frozen, data)
-    static = get_backend(target.backend).needs_static_shapes
-    return shape_plan.resolve(float_model.graph, given, data, static, frozenset(frozen or {}))
-
-
-def quantize(qmodel: QModel, target: Target, calib: DataSet | None = None, recipe: Recipe | None = None,
-             pipeline: str | None = None, instruments: Sequence[Instrument] = (),
-             shapes: dict[str, InputShape] | None = None, frozen: dict[str, float] | None = None) -> QModel:
-    """Run ``target``'s pipeline (or ``pipeline``) over a copy of ``qmodel`` and return it.
-
-    ``frozen`` inputs become constants and ``shapes`` (from :func:`fixed_shapes`) are fixed
-    first, so what they decide folds before any other pass (and the backend) sees it.
-    """
-    if calib is not None and frozen:
-        calib = calib.without(set(frozen))
-    work = qmodel.clone()
-    scheme = recipe.apply_to(target.scheme) if recipe else target.scheme
-    work = dataclasses.replace(work, scheme=scheme, recipe=recipe, default_precision=target.default_precision,
-                               calibration=calib)
-    fix = shape_plan.pass_spec(shapes or {}, frozen)
-    passes = parse_pipeline(",".join(p for p in (fix, pipeline or target.pipeline) if p))
-    if recipe and recipe.percentile is not None:
-        passes = [dataclasses.replace(p, percentile=recipe.percentile)  # type: ignore[call-arg]
-                  if p.name == "calibrate" else p
-                  for p in passes]
-    if target.needs_calibration and calib is None and any(p.name == "calibrate" for p in passes):
-        raise InputError(f"target {target.name} needs calibration data (--calib)")
-    return PassManager(passes, instruments)(work).model
-
-
-def prepare_inputs(float_model: QModel, shapes: dict[str, InputShape], frozen: dict[str, float] | None,
-                   instruments: Sequence[Instrument] = ()) -> QModel:
-    """``float_model`` with ``frozen`` inputs made constants and ``shapes`` fixed, folded (a copy).
-
-    Every later stage starts from this model: the pass pipeline, the budget search's candidates,
-    and the analyses that compare the artifact layer by layer with float.
-    """
-    spec = shape_plan.pass_spec(shapes, frozen)
-    if not spec:
-        return float_model
-    return PassManager(parse_pipeline(spec), instruments)(float_model.clone()).model
 
 
 def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, out_dir: str | Path, *,

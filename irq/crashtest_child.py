@@ -93,7 +93,7 @@ def _qdq_output_limits(model: onnx.ModelProto) -> list[tuple[float, float] | Non
 def _child(work: Path, start: int) -> int:
     """Run cases from ``start`` on, saying on stdout when each starts and ends."""
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.compiler import import_model
+    from irq.frontends import import_model
 
     spec = json.loads((work / "spec.json").read_text())
     float_bytes = (work / "float.onnx").read_bytes()

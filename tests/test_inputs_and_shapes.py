@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 import irq
 from irq.cli import main
 from irq.data import DataSet, save_npz
-from irq.data_check import conform
+from irq.data.conform import conform
 from irq.errors import InputError
 from irq.frontends.onnx_file import from_proto
 from irq.ort_utils import make_session
@@ -158,6 +158,36 @@ def test_stateful_model_compiles_and_verifies_with_its_state_outputs(tmp_path):
     per = report["error"]["per_output"]
     assert set(per) == {"y", "state_out"} and per["y"]["sqnr_db"] > 25 and per["state_out"]["sqnr_db"] > 25
     assert report["crash_test"] and all(r["outcome"] != "crash" for r in report["crash_test"])
+
+
+def test_budget_search_workers_feed_state_rows_as_whole_feeds(tmp_path):
+    """The search's worker processes reload the data from disk: rank+1 state rows must stay whole feeds."""
+    from irq.sensitivity.analysis import SensitivityOptions
+    from irq.sensitivity.metrics import Criterion
+    from irq.sensitivity.mixed import SearchOptions
+
+    path = tmp_path / "stateful.onnx"
+    onnx.save(_stateful_model(), path)
+    data = DataSet(_stateful_rows(16))
+    search = SearchOptions(SensitivityOptions(subset=8, confirm=1, workers=2), max_evals=4, full_curve=False)
+    report = irq.compile(path, "onnx-int8", tmp_path / "out", calib=data, eval=data, measure_latency=False,
+                         criterion=Criterion("cosine", 0.5), search=search)
+    assert report["mixed_precision"]["met"] and report["mixed_precision"]["evaluations"] >= 1
+
+
+def test_stored_data_keeps_where_rows_go():
+    from irq.data import StoredData
+
+    qm = from_proto(_stateful_model(), "stateful")
+    data = conform(DataSet(_stateful_rows(6)), qm.graph)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        back = StoredData.save(Path(tmp) / "d.npz", data).load()
+        want, got = next(data.batches(3)), next(back.batches(3))
+        assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
+        assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
 def test_frozen_input_is_removed_and_checked(tmp_path):

@@ -21,6 +21,11 @@ def test_wheel_layout_and_imports(tmp_path):
                      "irq/backends/tflite/backend.py", "irq/zoo/data/fashion_cnn.onnx",
                      "irq/schema/report.schema.json"):
         assert expected in names
+    sources = {"irq": ROOT / "irq", "irq/passes": ROOT / "passes", "irq/frontends": ROOT / "frontends",
+               "irq/backends": ROOT / "backends"}
+    for prefix, folder in sources.items():  # pyproject.toml lists packages one by one: none forgotten
+        for init in folder.rglob("__init__.py"):
+            assert f"{prefix}/{init.relative_to(folder).as_posix()}" in names, init
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "irq = irq.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     site = tmp_path / "site"

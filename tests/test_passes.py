@@ -7,10 +7,10 @@ import onnx
 import pytest
 from conftest import run_onnx
 
-from irq.compiler import quantize
 from irq.data import DataSet
 from irq.frontends.onnx_file import from_proto
 from irq.pass_infra import PassManager
+from irq.prepare import quantize
 from irq.qspec import Precision, QType, TensorRange
 from irq.recipe import recipe_from_dict
 from irq.registry import parse_pipeline

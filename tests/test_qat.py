@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from irq import zoo  # noqa: E402
-from irq.compiler import import_model  # noqa: E402
-from irq.data_check import conform  # noqa: E402
+from irq.data.conform import conform  # noqa: E402
+from irq.frontends import import_model  # noqa: E402
 from irq.ir import constant_array  # noqa: E402
 from irq.ort_utils import make_session, with_outputs  # noqa: E402
 from irq.qat import QATOptions, qat  # noqa: E402

@@ -18,13 +18,13 @@ from onnx import numpy_helper
 import irq
 from irq import zoo
 from irq.cli import main
-from irq.compiler import import_model
+from irq.compiler import compile as compile_model
 from irq.errors import BudgetError, InputError
+from irq.frontends import import_model
 from irq.qspec import QType
 from irq.recipe import recipe_from_dict
 from irq.report import validate_report
 from irq.sensitivity.analysis import SensitivityOptions, analyze_sensitivity
-from irq.sensitivity.budget import compile_with_budget
 from irq.sensitivity.candidates import pin
 from irq.sensitivity.metrics import Criterion, evaluate_metric
 from irq.sensitivity.mixed import SearchOptions
@@ -127,7 +127,7 @@ def int4_target():
 def test_budget_search_meets_the_budget_on_the_artifact(tmp_path, int4_target, fashion_calib, fashion_test):
     recipe = recipe_from_dict(PER_TENSOR)
     search = SearchOptions(SensitivityOptions(subset=100, confirm=2, workers=1), max_evals=8)
-    report = compile_with_budget("fashion-cnn", int4_target, tmp_path, criterion=Criterion("top1", -0.5),
+    report = compile_model("fashion-cnn", int4_target, tmp_path, criterion=Criterion("top1", -0.5),
                                  calib=fashion_calib, eval=fashion_test, recipe=recipe, search=search,
                                  measure_latency=False)
     mixed = report["mixed_precision"]
@@ -164,7 +164,7 @@ def test_unreachable_budget_saves_everything_then_exits_3(tmp_path, fashion_mode
 
 def test_unreachable_budget_raises_budget_error_from_the_api(tmp_path, fashion_calib, fashion_test):
     with pytest.raises(BudgetError, match="no assignment met cosine >= 2"):
-        compile_with_budget("fashion-cnn", "onnx-int8", tmp_path, criterion=Criterion("cosine", 2.0),
+        compile_model("fashion-cnn", "onnx-int8", tmp_path, criterion=Criterion("cosine", 2.0),
                             calib=fashion_calib, eval=fashion_test,
                             search=SearchOptions(SensitivityOptions(subset=100, confirm=0, workers=1), max_evals=3),
                             measure_latency=False)

@@ -10,10 +10,11 @@ import pytest
 from onnx import helper, numpy_helper
 
 from irq import zoo
-from irq.compiler import import_model, quantize
 from irq.data import DataSet
+from irq.frontends import import_model
 from irq.frontends.onnx_file import from_proto
 from irq.ort_utils import make_session
+from irq.prepare import quantize
 from irq.qspec import QType, Scheme
 from irq.targets import get_target
 from irq.weight_range import host_int8_saturates, reduces_range

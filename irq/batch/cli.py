@@ -1,4 +1,4 @@
-"""``irq batch MANIFEST -o OUTDIR``: the batch subcommand (found through irq.cli.SUBCOMMAND_MODULES)."""
+"""``irq batch MANIFEST -o OUTDIR``: the batch subcommand (found through irq.cli.main.SUBCOMMAND_MODULES)."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def _run(job: Job, log: StageLog) -> tuple[str, str]:
 def _produce(job: Job, store: Store, key: str, float_model: Any, calib: Any, evaluation: Any,
              log: StageLog) -> str:
     """Build the job into the cache unless it is there, publish it; "built" or "copied"."""
-    from irq.data_check import conform
+    from irq.data.conform import conform
 
     status = "copied"
     if store.folder("jobs", key) is None:

@@ -24,6 +24,14 @@ class ModelRef:
         if self.kind not in ("onnx", "zoo", "callable"):
             raise ValueError(f"unknown model kind {self.kind!r}")
 
+    def onnx_path(self) -> Path:
+        """The ONNX file behind an ``onnx`` or ``zoo`` reference."""
+        if self.kind == "zoo":
+            from irq import zoo
+
+            return zoo.get(self.spec).onnx_path
+        return Path(self.spec)
+
 
 @dataclass(frozen=True)
 class DataRef:

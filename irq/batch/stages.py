@@ -47,23 +47,14 @@ def source_key(model: ModelRef, python_path: tuple[Path, ...] = ()) -> str:
     """
     if model.kind == "callable":
         return stage_key("import", spec=model.spec, source=file_digest(module_source(model.spec, python_path)))
-    return stage_key("import", bytes=file_digest(model_path(model)))
-
-
-def model_path(model: ModelRef) -> Path:
-    """The ONNX file behind an ``onnx`` or ``zoo`` reference."""
-    if model.kind == "zoo":
-        from irq import zoo
-
-        return zoo.get(model.spec).onnx_path
-    return Path(model.spec)
+    return stage_key("import", bytes=file_digest(model.onnx_path()))
 
 
 def import_stage(store: Store, model: ModelRef, log: StageLog,
                  python_path: tuple[Path, ...] = ()) -> tuple[QModel, str]:
     """The imported QModel and the SHA-256 of its serialized bytes (its identity downstream)."""
     from irq.batch.stamps import import_what, model_files, remember, stamp_key
-    from irq.compiler import import_model
+    from irq.frontends import import_model
     from irq.frontends.onnx_file import from_proto
 
     what = import_what(model)
@@ -75,7 +66,7 @@ def import_stage(store: Store, model: ModelRef, log: StageLog,
         with store.lock("imports", key):
             meta = store.read_json("imports", key)
             if meta is None:
-                qmodel = import_model(model.spec if model.kind != "zoo" else str(model_path(model)))
+                qmodel = import_model(model.spec if model.kind != "zoo" else str(model.onnx_path()))
                 data = qmodel.to_bytes()
                 store.write_bytes("imports", key, ".onnx", data)
                 meta = {"name": qmodel.name, "sha256": bytes_digest(data), "source": model.spec}
@@ -136,7 +127,7 @@ def quantize_cached(store: Store, qmodel: QModel, target: Target, calib: DataSet
     ``wait=False``: when another worker is calibrating the same thing, raise EntryBusy
     rather than hold this worker idle (the scheduler runs the job again later).
     """
-    from irq.compiler import quantize
+    from irq.prepare import quantize
 
     passes = [_effective(p, recipe) for p in parse_pipeline(pipeline or target.pipeline)]
     at = next((i for i, p in enumerate(passes) if p.name == "calibrate"), None)

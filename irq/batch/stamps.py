@@ -76,11 +76,10 @@ def _zoo_files() -> list[Path]:
 def model_files(model: ModelRef, python_path: tuple[Path, ...]) -> list[Path]:
     """The files a model's import key is computed from."""
     from irq.batch.keys import module_source
-    from irq.batch.stages import model_path
 
     if model.kind == "callable":
         return [module_source(model.spec, python_path)]
-    return [model_path(model)]
+    return [model.onnx_path()]
 
 
 def data_files(ref: DataRef) -> list[Path]:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from irq.data import DataSet, load_data
-from irq.data_check import conform
+from irq.data.conform import conform
 from irq.errors import DataError
 from irq.ir import QModel
 from irq.qat.prepare import Prepared, export, prepare, resolve_target
@@ -76,7 +76,7 @@ def _cpu() -> Any:
 
 def import_for_qat(model: Any, train_data: DataSet | Iterable, example_inputs: Any = None) -> QModel:
     """The float QModel of ``model``: a torch module goes through irq's torch exporter first."""
-    from irq.compiler import import_model
+    from irq.frontends import import_model
 
     if _is_torch_module(model):
         from irq.frontends.onnx_file import from_proto

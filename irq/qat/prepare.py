@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from irq.compiler import quantize
 from irq.data import DataSet
 from irq.errors import InputError
 from irq.ir import QModel
 from irq.pass_infra import PassManager
+from irq.prepare import quantize
 from irq.qat.translate import QDQModule
 from irq.qspec import QType, TensorRange
 from irq.recipe import Recipe

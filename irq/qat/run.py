@@ -104,7 +104,7 @@ def qat_compile(model: Any, target: str | Target, out_dir: str | Path, train_dat
     result = qat(model, train_data, target=target, calib=calib, eval_data=eval_data, loss=loss, recipe=recipe,
                  weights=weights, options=options)
     if eval_data is not None:
-        from irq.data_check import conform
+        from irq.data.conform import conform
 
         eval_data = conform(eval_data, result.float_model.graph, "evaluation")
     ptq_report = None

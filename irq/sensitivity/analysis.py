@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from irq.data import DataSet, save_npz
+from irq.data import DataSet, StoredData
 from irq.errors import InputError
 from irq.ir import QModel
 from irq.pass_infra import TimingInstrument
@@ -148,11 +148,10 @@ class _Run:
         idx = _spread(len(data), opts.subset) if 0 < opts.subset < len(data) else np.arange(len(data))
         sub = data.take(idx)
         with tempfile.TemporaryDirectory(prefix="irq-sensitivity-") as tmp:
-            paths = {"subset": Path(tmp) / "subset.npz", "full": Path(tmp) / "full.npz"}
-            save_npz(paths["subset"], sub)
-            save_npz(paths["full"], data)
-            space = Workspace.create(base, self.float_qmodel.to_bytes(), proxy_suffix(suffix),
-                                     {k: str(v) for k, v in paths.items()}, 1 if opts.workers > 1 else None)
+            stored = {"subset": StoredData.save(Path(tmp) / "subset.npz", sub),
+                      "full": StoredData.save(Path(tmp) / "full.npz", data)}
+            space = Workspace.create(base, self.float_qmodel.to_bytes(), proxy_suffix(suffix), stored,
+                                     1 if opts.workers > 1 else None)
             with Evaluator(space, opts.workers) as ev:
                 result = self._score(ev, base, plan, sub, data, len(idx) < len(data))
         result.timings.update(calibration_s=t_cal, calibrate_pass_s=dict(timing.timings).get("calibrate", t_cal),

@@ -93,11 +93,3 @@ def missed(result: SearchResult, model: str, target: Target, criterion: Criterio
                        f"after {result.figures['evaluations']} lowered candidates{stopped}; best {criterion.metric} "
                        f"{chosen['metric']:.4g} with {chosen['float_layers']} layers at {result.precision.value}, "
                        f"saved to {out / result.artifact.path.name} and {out / 'report.json'}")
-
-
-def compile_with_budget(model: str | Path | QModel, target: str | Target, out_dir: str | Path, *, criterion: Criterion,
-                        search: SearchOptions | None = None, **kwargs: Any) -> dict[str, Any]:
-    """``irq.compile`` under ``criterion`` (kept for callers of the earlier API; see ``compile``)."""
-    from irq.compiler import compile as compile_model
-
-    return compile_model(model, target, out_dir, criterion=criterion, search=search, **kwargs)

@@ -15,13 +15,12 @@ import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import onnx
 import onnx_ir as ir
 
-from irq.data import DataSet, load_npz
+from irq.data import DataSet, StoredData
 from irq.errors import InputError
 from irq.ir import QModel
 from irq.pass_infra import Instrument, PassManager
@@ -56,7 +55,7 @@ def proxy_suffix(suffix: str) -> str:
 def calibrate_once(float_qmodel: QModel, target: Target, calib: DataSet | None, recipe: Any = None,
                    pipeline: str | None = None, instruments: Sequence[Instrument] = ()) -> QModel:
     """Run the target's pipeline up to the precision plan: the one calibration every candidate shares."""
-    from irq.compiler import quantize
+    from irq.prepare import quantize
 
     prefix, _ = split_pipeline(target, pipeline)
     return quantize(float_qmodel, target, calib, recipe, prefix, instruments)
@@ -88,11 +87,11 @@ class Workspace:
     base_fields: dict[str, Any]
     float_model: bytes
     suffix: str
-    data: dict[str, str]
+    data: dict[str, StoredData]
     threads: int | None = 1
 
     @staticmethod
-    def create(base: QModel, float_model: bytes, suffix: str, data: dict[str, str],
+    def create(base: QModel, float_model: bytes, suffix: str, data: dict[str, StoredData],
                threads: int | None) -> Workspace:
         """Pack ``base`` without its graph object and calibration data (they do not pickle cheaply)."""
         fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)
@@ -129,7 +128,7 @@ def _init(space: Workspace) -> None:
 def _dataset(name: str) -> DataSet:
     cache = _STATE["data"]
     if name not in cache:
-        cache[name] = load_npz(Path(_STATE["space"].data[name]))
+        cache[name] = _STATE["space"].data[name].load()
     return cache[name]
 
 

@@ -50,9 +50,9 @@ def criterion_and_search(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
-    from irq.cli import _load
-    from irq.compiler import import_model
-    from irq.data_check import conform
+    from irq.cli.options import load_data_arg
+    from irq.data.conform import conform
+    from irq.frontends import import_model
     from irq.recipe import load_recipe
     from irq.sensitivity.analysis import analyze_sensitivity
     from irq.sensitivity.outputs import write_sensitivity
@@ -60,8 +60,8 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
     target = get_target(args.target)
     model = import_model(args.model)
-    calib = _load(args.calib, args)
-    data = conform(_load(args.eval, args), model.graph, "evaluation")
+    calib = load_data_arg(args.calib, args)
+    data = conform(load_data_arg(args.eval, args), model.graph, "evaluation")
     calib = None if calib is None else conform(calib, model.graph, "calibration")
     recipe = load_recipe(args.recipe) if args.recipe else None
     result = analyze_sensitivity(model, target, calib, data, _search_options(args, args.metric).sensitivity,
@@ -81,7 +81,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     """Add ``irq sensitivity``; returns its handler by name."""
-    from irq.cli import _add_data_options
+    from irq.cli.options import add_data_options
 
     p = sub.add_parser("sensitivity", help="per-layer quantization sensitivity (one calibration, both ways)")
     p.add_argument("model", help="ONNX file, zoo name or package.module:function")
@@ -93,5 +93,5 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     p.add_argument("--pipeline", help="override the target's pass pipeline string")
     _add_search_tuning(p)
     p.add_argument("-o", "--out", required=True, help="output folder")
-    _add_data_options(p)
+    add_data_options(p)
     return {"sensitivity": _sensitivity}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irq.data import DataSet
+from irq.data.dataset import DataSet
 from irq.errors import DataError
 
 _EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
