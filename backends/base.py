@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from irq.ir import QModel
-    from irq.targets import Target
+    from irq.ir.model import QModel
+    from irq.pipeline.targets import Target
 
 
 class Runner(abc.ABC):

@@ -11,14 +11,14 @@ import onnx
 
 from irq.errors import LoweringError, VerificationError
 from irq.io import atomic_write_bytes
-from irq.ort_utils import batch_limit, make_session
-from irq.weight_range import host_int8_saturates
+from irq.ir.ort import batch_limit, make_session
+from irq.quant.weight_range import host_int8_saturates
 
 from .base import Artifact, Backend, Runner
 
 if TYPE_CHECKING:
-    from irq.ir import QModel
-    from irq.targets import Target
+    from irq.ir.model import QModel
+    from irq.pipeline.targets import Target
 
 
 #: Model metadata naming the CPU kernels the artifact was built for ("arm" or "x86").

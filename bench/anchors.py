@@ -95,8 +95,8 @@ def runner_for(path: Path) -> Any:
 def evaluate(rows: list[dict[str, Any]], model: Path, held: DataSet, runs: int) -> None:
     """Accuracy, agreement, KL, SQNR and size per artifact; then all latencies taking turns."""
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.metrics import accuracy, agreement, error, kl_divergence
-    from irq.verification import interleaved_latency, run_dataset
+    from irq.verify.metrics import accuracy, agreement, error, kl_divergence
+    from irq.verify.run import interleaved_latency, run_dataset
 
     float_runner = OnnxRunner(model.read_bytes(), threads=2)
     ref = run_dataset(float_runner, held)[0]

@@ -45,7 +45,7 @@ def ort_quantize_static(model_path: Path, calib: DataSet, out: Path, **kwargs: A
 def run_model(path: str | Path | bytes, data: DataSet, batch: int = 16) -> np.ndarray:
     """First output of a model over a data set (onnxruntime, all cores)."""
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.verification import run_dataset
+    from irq.verify.run import run_dataset
 
     return run_dataset(OnnxRunner(str(path) if isinstance(path, Path) else path), data, batch)[0]
 

@@ -15,10 +15,10 @@ from common import machine, scratch, timed
 
 from irq import zoo
 from irq.frontends import import_model
-from irq.metrics import kl_divergence
-from irq.prepare import quantize
-from irq.targets import get_backend, get_target
-from irq.verification import run_dataset
+from irq.pipeline.prepare import quantize
+from irq.pipeline.targets import get_backend, get_target
+from irq.verify.metrics import kl_divergence
+from irq.verify.run import run_dataset
 
 
 def lower(name: str, target_name: str, data):

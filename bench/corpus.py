@@ -59,9 +59,9 @@ def run_cell(name: str, target: str, work: Path) -> dict[str, Any]:
     from irq.data.conform import conform
     from irq.errors import IrqError
     from irq.frontends import import_model
-    from irq.targets import get_backend, get_target
-    from irq.verification import run_dataset
-    from irq.verify_report import VerifyOptions
+    from irq.pipeline.targets import get_backend, get_target
+    from irq.verify.checks import VerifyOptions
+    from irq.verify.run import run_dataset
 
     model = registry()[name]
     spec = model.model()
@@ -115,7 +115,7 @@ def run_budget(model: Any, spec: str, target: str, work: Path, calib: Any, evalu
     from irq.errors import BudgetError, IrqError
     from irq.sensitivity.analysis import SensitivityOptions
     from irq.sensitivity.mixed import SearchOptions
-    from irq.verify_report import VerifyOptions
+    from irq.verify.checks import VerifyOptions
 
     criterion = criterion_for(model, evaluation.labels is not None)
     search = SearchOptions(SensitivityOptions(subset=16, confirm=2, workers=2), max_evals=12, full_curve=False)

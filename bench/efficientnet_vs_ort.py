@@ -16,7 +16,7 @@ from common import machine, ort_quantize_static, run_model, scratch, timed
 
 import irq
 from irq import zoo
-from irq.metrics import agreement, kl_divergence, softmax
+from irq.verify.metrics import agreement, kl_divergence, softmax
 
 
 def figures(name: str, ref: np.ndarray, out: np.ndarray, size: int, float_size: int, seconds: float) -> dict:

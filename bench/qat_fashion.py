@@ -34,10 +34,10 @@ import torch
 from irq import zoo
 from irq.data import DataSet, save_npz
 from irq.frontends import import_model
+from irq.pipeline.recipe import recipe_from_dict
 from irq.qat import QATOptions, qat_compile
 from irq.qat.prepare import prepare, resolve_target
 from irq.qat.translate import QDQModule
-from irq.recipe import recipe_from_dict
 from irq.zoo import fashion
 
 PER_TENSOR = {"layers": [{"op_type": "Conv|Gemm", "granularity": "per-tensor"}]}
@@ -100,9 +100,9 @@ def float_finetune_case(train: DataSet, test: DataSet, calib: DataSet, opts: QAT
     Tells whether QAT's gain is more than the extra training it implies.
     """
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.prepare import quantize
+    from irq.pipeline.prepare import quantize
     from irq.qat.train import train as train_module
-    from irq.verification import run_dataset
+    from irq.verify.run import run_dataset
 
     target, recipe = resolve_target("onnx-int8", "int4"), recipe_from_dict(PER_TENSOR)
     prepared = prepare(import_model("fashion-cnn"), target, calib, recipe)

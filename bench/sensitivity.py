@@ -28,12 +28,12 @@ from irq.compiler import compile as compile_model
 from irq.data import save_npz
 from irq.errors import BudgetError
 from irq.frontends import import_model
-from irq.pass_infra import TimingInstrument
-from irq.qspec import QType
-from irq.recipe import recipe_from_dict
+from irq.pipeline.infra import TimingInstrument
+from irq.pipeline.recipe import recipe_from_dict
+from irq.pipeline.targets import get_target
+from irq.quant.spec import QType
 from irq.sensitivity.candidates import calibrate_once
 from irq.sensitivity.metrics import Criterion
-from irq.targets import get_target
 
 
 def cpu_seconds() -> float:

@@ -17,10 +17,10 @@ from common import machine, peak_rss_mb, scratch, timed
 
 from irq import zoo
 from irq.frontends import import_model
-from irq.metrics import accuracy, agreement, kl_divergence
-from irq.prepare import quantize
-from irq.targets import get_backend, get_target
-from irq.verification import latency, run_dataset
+from irq.pipeline.prepare import quantize
+from irq.pipeline.targets import get_backend, get_target
+from irq.verify.metrics import accuracy, agreement, kl_divergence
+from irq.verify.run import latency, run_dataset
 
 
 def build(model: Path, target: str, calib):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from irq.ir import QModel
+from irq.ir.model import QModel
 
 
 def import_model(spec: str | Path | QModel | onnx.ModelProto) -> QModel:

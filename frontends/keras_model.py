@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from irq.errors import InputError, ModelImportError
-from irq.ir import QModel
+from irq.ir.model import QModel
 
 from .onnx_file import from_proto
 

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import uses_external_data
 
 from irq.errors import InputError, ModelImportError
-from irq.ir import QModel
+from irq.ir.model import QModel
 
 MIN_OPSET = 13
 

@@ -26,7 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irq.errors import InputError, ModelImportError
-from irq.ir import QModel
+from irq.ir.model import QModel
 
 from .onnx_file import from_proto
 

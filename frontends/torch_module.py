@@ -15,7 +15,7 @@ from typing import Any
 import onnx
 
 from irq.errors import InputError, ModelImportError
-from irq.ir import QModel
+from irq.ir.model import QModel
 
 from .onnx_file import from_proto
 

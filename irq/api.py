@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 from irq.data import DataSet, load_data
 from irq.data.conform import conform
 from irq.errors import InputError
-from irq.targets import get_backend
+from irq.pipeline.targets import get_backend
 
 if TYPE_CHECKING:
-    from irq.budgets import Budgets
-    from irq.verify_report import VerifyOptions
+    from irq.verify.checks import VerifyOptions
+    from irq.verify.gates import Budgets
 
 _SUFFIX_BACKEND = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
 
@@ -20,9 +20,9 @@ _SUFFIX_BACKEND = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
 def audit(model: Any) -> dict[str, Any]:
     """The audit of a model after clean-up: census, sizes, quantizable layers, hazards."""
     from irq.frontends import import_model
-    from irq.pass_infra import PassManager
-    from irq.registry import parse_pipeline
-    from irq.targets import CLEANUP
+    from irq.pipeline.infra import PassManager
+    from irq.pipeline.registry import parse_pipeline
+    from irq.pipeline.targets import CLEANUP
 
     qmodel = PassManager(parse_pipeline(f"{CLEANUP},analyze"))(import_model(model)).model
     return qmodel.analysis["audit"]
@@ -47,7 +47,7 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
     """
     from irq.compiler import float_baseline
     from irq.frontends import import_model
-    from irq.verify_report import VerifyOptions, extended_checks, finalize, verification_section
+    from irq.verify.checks import VerifyOptions, extended_checks, finalize, verification_section
 
     artifact = Path(artifact)
     if not artifact.exists():

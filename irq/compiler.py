@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from irq import input_plan as shape_plan
 from irq.backends.base import Artifact, Runner
-from irq.budgets import Budgets
 from irq.data import DataSet, load_data
 from irq.data.conform import conform
 from irq.errors import InputError, IrqError
 from irq.frontends import import_model
-from irq.ir import QModel
-from irq.pass_infra import DisablePassesInstrument, DumpIRInstrument, Instrument, TimingInstrument
-from irq.prepare import fixed_shapes, prepare_inputs, quantize
-from irq.recipe import Recipe, load_recipe
-from irq.targets import Target, get_backend, get_target
-from irq.verify_report import BaselineBuilder, VerifyOptions
+from irq.ir.model import QModel
+from irq.pipeline import input_plan as shape_plan
+from irq.pipeline.infra import DisablePassesInstrument, DumpIRInstrument, Instrument, TimingInstrument
+from irq.pipeline.prepare import fixed_shapes, prepare_inputs, quantize
+from irq.pipeline.recipe import Recipe, load_recipe
+from irq.pipeline.targets import Target, get_backend, get_target
+from irq.verify.checks import BaselineBuilder, VerifyOptions
+from irq.verify.gates import Budgets
 
 if TYPE_CHECKING:
     from irq.sensitivity.metrics import Criterion
@@ -142,8 +142,8 @@ class Stages:
 
     def report(self, timings: list[tuple[str, float]], output: str | None, checks: VerifyOptions) -> dict[str, Any]:
         """The report: what was built, then (with evaluation data) how it answers."""
-        from irq.report import build_report
-        from irq.verify_report import extended_checks, verification_section
+        from irq.report.build import build_report
+        from irq.verify.checks import extended_checks, verification_section
 
         assert self.qmodel is not None and self.artifact is not None
         report = build_report(self.float_model, self.float_model.to_bytes(), self.qmodel, self.target,
@@ -159,7 +159,7 @@ class Stages:
     def finish(self, report: dict[str, Any], t0: float, budgets: Budgets | None, rec: Recipe | None,
                criterion: Criterion | None) -> dict[str, Any]:
         """Add the search's section, write report.json/html; raise BudgetError for a missed budget."""
-        from irq.verify_report import finalize
+        from irq.verify.checks import finalize
 
         if self.search is not None and criterion is not None:
             from irq.sensitivity.budget import add_budget_section, missed

@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 
 from irq.errors import IrqError
-from irq.summary import table
-from irq.targets import TARGETS
+from irq.pipeline.targets import TARGETS
+from irq.report.text import table
 
 
 def run_demo(out_dir: str | Path | None = None, targets: list[str] | None = None) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from irq.graph import COMPUTE_OPS, first_and_last_layers, has_constant_weight, residual_joins
-from irq.ir import QModel, constant_array, node_label
-from irq.pass_infra import Pass, PassResult
-from irq.range_hazards import static_suspects
+from irq.ir.analysis import COMPUTE_OPS, first_and_last_layers, has_constant_weight, residual_joins
+from irq.ir.model import QModel, constant_array, node_label
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.hazards import static_suspects
 
 _NON_NEGATIVE_PRODUCERS = frozenset({"Relu", "Sigmoid", "Softmax", "Abs", "Exp"})
 

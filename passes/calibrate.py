@@ -1,7 +1,7 @@
 """Calibration: run the float model on the calibration set and choose a range per activation.
 
 Streaming, one sweep: each tensor keeps its exact min/max and (for the histogram methods) a
-fixed-size histogram whose range doubles as needed (irq/histogram.py); no activations are
+fixed-size histogram whose range doubles as needed (irq/quant/histogram.py); no activations are
 kept, so memory does not grow with the number of samples.
 """
 
@@ -13,13 +13,13 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.errors import DataError, PassError
-from irq.histogram import GrowingHistogram
-from irq.ir import QModel, float_value_names
-from irq.ort_utils import batch_limit, make_session, with_outputs
-from irq.pass_infra import Pass, PassResult
+from irq.ir.model import QModel, float_value_names
+from irq.ir.ort import batch_limit, make_session, with_outputs
+from irq.pipeline.infra import Pass, PassResult
 from irq.progress import progress
-from irq.qspec import TensorRange
-from irq.range_methods import CALIBRATION_METHODS, entropy_range, mse_range, percentile_range
+from irq.quant.histogram import GrowingHistogram
+from irq.quant.ranges import CALIBRATION_METHODS, entropy_range, mse_range, percentile_range
+from irq.quant.spec import TensorRange
 
 METHODS = CALIBRATION_METHODS
 

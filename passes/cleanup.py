@@ -13,8 +13,8 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from irq.ir import QModel
-from irq.pass_infra import Pass, PassResult
+from irq.ir.model import QModel
+from irq.pipeline.infra import Pass, PassResult
 
 
 class _ScopedIdentityElimination(IdentityEliminationPass):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from irq.graph_edit import Namer, add_initializer, new_node, replace_value
-from irq.ir import QModel, constant_array, node_label
-from irq.pass_infra import Pass, PassResult
+from irq.ir.edit import Namer, add_initializer, new_node, replace_value
+from irq.ir.model import QModel, constant_array, node_label
+from irq.pipeline.infra import Pass, PassResult
 
 
 def _unsupported(node: ir.Node) -> str:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from irq.errors import InputError
-from irq.ir import QModel
-from irq.pass_infra import Pass, PassResult
+from irq.ir.model import QModel
+from irq.pipeline.infra import Pass, PassResult
 
 
 def parse_shapes(specs: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -115,7 +115,7 @@ def _check_branches(qmodel: QModel, wanted: dict[str, tuple[int, ...]]) -> None:
     flow = [n for n in qmodel.graph if n.op_type in _CONTROL_FLOW]
     if not flow:
         return
-    from irq.ort_utils import make_session
+    from irq.ir.ort import make_session
 
     try:
         make_session(qmodel.to_proto(), threads=1)

@@ -8,8 +8,8 @@ import numpy as np
 import onnx_ir as ir
 import onnxscript.optimizer
 
-from irq.ir import QModel
-from irq.pass_infra import Pass, PassResult
+from irq.ir.model import QModel
+from irq.pipeline.infra import Pass, PassResult
 
 #: ConstantOfShape results up to this many elements are folded (onnxscript keeps every one, to
 #: keep files small; small ones are shape arithmetic, e.g. pads computed from zeros, that must fold).

@@ -16,8 +16,8 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.errors import InputError
-from irq.ir import QModel
-from irq.pass_infra import Pass, PassResult
+from irq.ir.model import QModel
+from irq.pipeline.infra import Pass, PassResult
 
 
 def parse_values(specs: tuple[str, ...]) -> dict[str, float]:

@@ -16,12 +16,12 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from irq.errors import PassError
-from irq.graph_edit import Namer, add_initializer, new_node, replace_input
-from irq.ir import QModel, constant_array, node_label
-from irq.pass_infra import Pass, PassResult
-from irq.qspec import Precision, QType, QuantSpec, TensorRange
-from irq.quant_math import activation_spec, quantize_bias, quantize_weight
-from irq.weight_range import range_decision, weight_qtype
+from irq.ir.edit import Namer, add_initializer, new_node, replace_input
+from irq.ir.model import QModel, constant_array, node_label
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.arith import activation_spec, quantize_bias, quantize_weight
+from irq.quant.spec import Precision, QType, QuantSpec, TensorRange
+from irq.quant.weight_range import range_decision, weight_qtype
 
 #: Ops whose output takes the input's quantization parameters (they only move values).
 PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",

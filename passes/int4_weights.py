@@ -13,10 +13,10 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from irq.graph_edit import Namer, add_initializer, ensure_opset, new_node, replace_value
-from irq.ir import QModel, constant_array, node_label
-from irq.pass_infra import Pass, PassResult
-from irq.qspec import Precision
+from irq.ir.edit import Namer, add_initializer, ensure_opset, new_node, replace_value
+from irq.ir.model import QModel, constant_array, node_label
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.spec import Precision
 
 
 def quantize_int4_blocks(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from irq.graph import has_constant_weight
-from irq.ir import QModel, constant_array, node_label
-from irq.pass_infra import Pass, PassResult
-from irq.qspec import LayerDecision, Precision
-from irq.range_hazards import downstream_movers, mismatched_concats
+from irq.ir.analysis import has_constant_weight
+from irq.ir.model import QModel, constant_array, node_label
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.hazards import downstream_movers, mismatched_concats
+from irq.quant.spec import LayerDecision, Precision
 
 #: Ops that static int8 quantizes (inputs and outputs get Q/DQ). The rest run in float,
 #: reading dequantized values.

@@ -16,12 +16,12 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from irq.graph_edit import Namer, add_initializer, new_node, replace_value
-from irq.ir import QModel, constant_array, node_label
-from irq.pass_infra import Pass, PassResult
-from irq.qspec import Precision, QType
-from irq.quant_math import quantize_weight
-from irq.weight_range import range_decision, weight_qtype
+from irq.ir.edit import Namer, add_initializer, new_node, replace_value
+from irq.ir.model import QModel, constant_array, node_label
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.arith import quantize_weight
+from irq.quant.spec import Precision, QType
+from irq.quant.weight_range import range_decision, weight_qtype
 
 
 @dataclass(frozen=True)

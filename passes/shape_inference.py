@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from onnx_ir.passes.common import ShapeInferencePass
 
-from irq.ir import QModel
-from irq.pass_infra import Pass, PassResult
+from irq.ir.model import QModel
+from irq.pipeline.infra import Pass, PassResult
 
 
 @dataclass(frozen=True)

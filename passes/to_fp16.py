@@ -14,10 +14,10 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-from irq.graph_edit import Namer, add_initializer
-from irq.ir import QModel
-from irq.pass_infra import Pass, PassResult
-from irq.qspec import Precision
+from irq.ir.edit import Namer, add_initializer
+from irq.ir.model import QModel
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.spec import Precision
 
 
 def _unshare_small_initializers(graph: ir.Graph, limit: int = 1024) -> None:

@@ -75,7 +75,7 @@ def fashion_test() -> Path:
 
 def run_onnx(model: onnx.ModelProto | bytes | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run a model in onnxruntime (helper for numeric checks)."""
-    from irq.ort_utils import make_session
+    from irq.ir.ort import make_session
 
     session = make_session(model, threads=1)
     return session.run(None, feeds)

@@ -7,9 +7,9 @@ import pytest
 
 from irq.frontends.onnx_file import from_proto
 from irq.frontends.torch_module import export_torch
-from irq.ort_utils import make_session
-from irq.pass_infra import PassManager
-from irq.registry import parse_pipeline
+from irq.ir.ort import make_session
+from irq.pipeline.infra import PassManager
+from irq.pipeline.registry import parse_pipeline
 
 
 def _rnn_model(kind: str, bidirectional: bool, steps: int = 5):

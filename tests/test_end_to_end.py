@@ -8,7 +8,7 @@ import pytest
 
 import irq
 from irq.cli import main
-from irq.report import validate_report
+from irq.report.build import validate_report
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,11 @@ def test_a_cycle_hidden_in_a_function_is_found(tmp_path):
     (tmp_path / "irq" / "b.py").write_text("def g():\n    from irq import a\n    return a\n")
     (tmp_path / "irq" / "c.py").write_text("from typing import TYPE_CHECKING\n"
                                            "if TYPE_CHECKING:\n    from irq import a\n")
-    (tmp_path / "irq" / "verify_report.py").write_text("def run():\n    from irq.compiler import quantize\n")
+    (tmp_path / "irq" / "verify").mkdir()
+    (tmp_path / "irq" / "verify" / "__init__.py").write_text("")
+    (tmp_path / "irq" / "verify" / "checks.py").write_text("def run():\n    from irq.compiler import quantize\n")
     (tmp_path / "irq" / "compiler.py").write_text("")
     graph = import_graph(tmp_path)
     assert cycles(graph) == [["irq.a", "irq.b"]]
     assert not graph.has_edge("irq.c", "irq.a")  # type-checking imports never run
-    assert [e.split(":")[0] for e in forbidden_edges(graph)] == ["irq.verify_report"]
+    assert [e.split(":")[0] for e in forbidden_edges(graph)] == ["irq.verify.checks"]

@@ -15,9 +15,9 @@ from irq.data import DataSet, save_npz
 from irq.data.conform import conform
 from irq.errors import InputError
 from irq.frontends.onnx_file import from_proto
-from irq.ort_utils import make_session
-from irq.pass_infra import PassManager
-from irq.registry import parse_pipeline
+from irq.ir.ort import make_session
+from irq.pipeline.infra import PassManager
+from irq.pipeline.registry import parse_pipeline
 
 
 def _dynamic_hw_model() -> onnx.ModelProto:

@@ -19,7 +19,7 @@ from irq.qat import QATOptions, qat_compile
 from irq.sensitivity.analysis import SensitivityOptions
 from irq.sensitivity.metrics import Criterion
 from irq.sensitivity.mixed import SearchOptions
-from irq.verify_report import VerifyOptions
+from irq.verify.checks import VerifyOptions
 
 OWN = {"mixed_precision", "batch", "qat", "wall_seconds", "warnings"}
 CHECKS = VerifyOptions(measure_latency=False, layer_samples=32)

@@ -30,7 +30,7 @@ def test_wheel_layout_and_imports(tmp_path):
     assert "irq = irq.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("import irq, irq.passes.calibrate, irq.frontends.onnx_file, irq.backends.onnx_qdq, irq.registry;"
+    probe = ("import irq, irq.passes.calibrate, irq.frontends.onnx_file, irq.backends.onnx_qdq, irq.pipeline.registry;"
              "from irq import zoo; print(irq.__file__); print(zoo.get('fashion-cnn').onnx_path.exists())")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(site)},
                          capture_output=True, text=True, check=True).stdout.split()

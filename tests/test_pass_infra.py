@@ -8,7 +8,7 @@ import pytest
 
 from irq.errors import PassError, PipelineError
 from irq.frontends.onnx_file import from_proto
-from irq.pass_infra import (
+from irq.pipeline.infra import (
     DisablePassesInstrument,
     DumpIRInstrument,
     Pass,
@@ -16,7 +16,7 @@ from irq.pass_infra import (
     PassResult,
     TimingInstrument,
 )
-from irq.registry import format_pipeline, parse_pipeline
+from irq.pipeline.registry import format_pipeline, parse_pipeline
 
 
 def test_pipeline_string_round_trips_with_options():

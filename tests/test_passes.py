@@ -9,12 +9,12 @@ from conftest import run_onnx
 
 from irq.data import DataSet
 from irq.frontends.onnx_file import from_proto
-from irq.pass_infra import PassManager
-from irq.prepare import quantize
-from irq.qspec import Precision, QType, TensorRange
-from irq.recipe import recipe_from_dict
-from irq.registry import parse_pipeline
-from irq.targets import get_target
+from irq.pipeline.infra import PassManager
+from irq.pipeline.prepare import quantize
+from irq.pipeline.recipe import recipe_from_dict
+from irq.pipeline.registry import parse_pipeline
+from irq.pipeline.targets import get_target
+from irq.quant.spec import Precision, QType, TensorRange
 
 
 def _ops(qmodel) -> list[str]:
@@ -100,7 +100,7 @@ def test_calibration_methods_clip_outliers(tiny_cnn_proto):
 
 
 def test_mse_range_clips_a_heavy_tail_but_not_a_bounded_one():
-    from irq.range_methods import mse_range
+    from irq.quant.ranges import mse_range
 
     rng = np.random.default_rng(0)
     for data, clipped in ((rng.laplace(0, 1, 400_000), True), (rng.uniform(-3, 3, 400_000), False)):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from irq import registry
 from irq.errors import PipelineError
 from irq.frontends.onnx_file import from_proto
-from irq.pass_infra import PassManager
+from irq.pipeline import registry
+from irq.pipeline.infra import PassManager
 
 PLUGIN_DIR = Path(__file__).parent / "plugin_pkg"
 

@@ -16,16 +16,16 @@ torch = pytest.importorskip("torch")
 from irq import zoo  # noqa: E402
 from irq.data.conform import conform  # noqa: E402
 from irq.frontends import import_model  # noqa: E402
-from irq.ir import constant_array  # noqa: E402
-from irq.ort_utils import make_session, with_outputs  # noqa: E402
+from irq.ir.model import constant_array  # noqa: E402
+from irq.ir.ort import make_session, with_outputs  # noqa: E402
+from irq.pipeline.recipe import recipe_from_dict  # noqa: E402
 from irq.qat import QATOptions, qat  # noqa: E402
 from irq.qat.fake_quant import ActRange, fake_quant, fake_quant_bias, fake_quant_weight  # noqa: E402
 from irq.qat.prepare import export, prepare, resolve_target  # noqa: E402
 from irq.qat.train import predict  # noqa: E402
 from irq.qat.translate import QDQModule  # noqa: E402
-from irq.qspec import QType, TensorRange  # noqa: E402
-from irq.quant_math import activation_spec, dequantize, quantize, quantize_bias, quantize_weight  # noqa: E402
-from irq.recipe import recipe_from_dict  # noqa: E402
+from irq.quant.arith import activation_spec, dequantize, quantize, quantize_bias, quantize_weight  # noqa: E402
+from irq.quant.spec import QType, TensorRange  # noqa: E402
 
 nn = torch.nn
 PER_TENSOR = recipe_from_dict({"layers": [{"op_type": "Conv|Gemm", "granularity": "per-tensor"}]})

@@ -17,12 +17,12 @@ torch = pytest.importorskip("torch")
 from irq.cli import main  # noqa: E402
 from irq.data import DataSet, save_npz  # noqa: E402
 from irq.errors import InputError, ModelImportError  # noqa: E402
-from irq.ort_utils import make_session  # noqa: E402
+from irq.ir.ort import make_session  # noqa: E402
+from irq.pipeline.recipe import recipe_from_dict  # noqa: E402
 from irq.qat import QATOptions, qat  # noqa: E402
 from irq.qat.translate import QDQModule  # noqa: E402
-from irq.quant_math import activation_spec  # noqa: E402
-from irq.recipe import recipe_from_dict  # noqa: E402
-from irq.weight_range import host_int8_saturates  # noqa: E402
+from irq.quant.arith import activation_spec  # noqa: E402
+from irq.quant.weight_range import host_int8_saturates  # noqa: E402
 
 nn = torch.nn
 
@@ -116,7 +116,7 @@ def test_layers_kept_float_train_in_float(module, data):
 
 def test_pinned_plan_is_honoured(module, data):
     from irq.frontends.torch_module import from_torch
-    from irq.qspec import LayerDecision, Precision
+    from irq.quant.spec import LayerDecision, Precision
 
     qmodel = from_torch(module, torch.randn(1, 3, 12, 12))
     pinned = "/gate/Conv"

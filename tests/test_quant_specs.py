@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from irq.qspec import LayerDecision, Precision, QType, QuantSpec, Scheme, TensorRange
-from irq.quant_math import activation_spec, dequantize, quantize, quantize_bias, quantize_weight
+from irq.quant.arith import activation_spec, dequantize, quantize, quantize_bias, quantize_weight
+from irq.quant.spec import LayerDecision, Precision, QType, QuantSpec, Scheme, TensorRange
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -71,7 +71,7 @@ def test_weight_and_bias_quantization():
 
 
 def test_growing_histogram_counts_like_one_big_histogram():
-    from irq.histogram import BINS, GrowingHistogram
+    from irq.quant.histogram import BINS, GrowingHistogram
 
     rng = np.random.default_rng(4)
     batches = [rng.normal(size=5000) * s for s in (0.5, 1.0, 8.0, 3.0)]  # the range grows twice or more

@@ -21,15 +21,15 @@ from irq.cli import main
 from irq.compiler import compile as compile_model
 from irq.errors import BudgetError, InputError
 from irq.frontends import import_model
-from irq.qspec import QType
-from irq.recipe import recipe_from_dict
-from irq.report import validate_report
+from irq.pipeline.recipe import recipe_from_dict
+from irq.pipeline.targets import get_target
+from irq.quant.spec import QType
+from irq.report.build import validate_report
 from irq.sensitivity.analysis import SensitivityOptions, analyze_sensitivity
 from irq.sensitivity.candidates import pin
 from irq.sensitivity.metrics import Criterion, evaluate_metric
 from irq.sensitivity.mixed import SearchOptions
 from irq.sensitivity.units import overrides_for
-from irq.targets import get_target
 
 BROKEN = "/features/features.4/Conv"
 PER_TENSOR = {"layers": [{"op_type": ".*", "granularity": "per-tensor"}]}

@@ -20,10 +20,10 @@ from onnx import TensorProto, helper
 import irq
 from irq.api import verify
 from irq.cli import main
-from irq.crashtest import CrashTestOptions, crash_test
 from irq.data import DataSet, load_data
-from irq.report import validate_report
-from irq.verify_report import VerifyOptions, speed_warnings
+from irq.report.build import validate_report
+from irq.verify.checks import VerifyOptions, speed_warnings
+from irq.verify.crashtest import CrashTestOptions, crash_test
 
 
 def _model(nodes, inits=(), shape=(None, 4), out_shape=None, opset=17) -> bytes:

@@ -13,11 +13,11 @@ from irq import zoo
 from irq.data import DataSet
 from irq.frontends import import_model
 from irq.frontends.onnx_file import from_proto
-from irq.ort_utils import make_session
-from irq.prepare import quantize
-from irq.qspec import QType, Scheme
-from irq.targets import get_target
-from irq.weight_range import host_int8_saturates, reduces_range
+from irq.ir.ort import make_session
+from irq.pipeline.prepare import quantize
+from irq.pipeline.targets import get_target
+from irq.quant.spec import QType, Scheme
+from irq.quant.weight_range import host_int8_saturates, reduces_range
 
 
 def _dw_then_pointwise() -> onnx.ModelProto:

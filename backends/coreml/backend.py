@@ -34,11 +34,11 @@ from irq.backends.coreml.readback import (
 from irq.backends.coreml.runner import CoreMLRunner
 from irq.errors import VerificationError
 from irq.io import atomic_path
-from irq.ort_utils import make_session
+from irq.ir.ort import make_session
 
 if TYPE_CHECKING:
-    from irq.ir import QModel
-    from irq.targets import Target
+    from irq.ir.model import QModel
+    from irq.pipeline.targets import Target
 
 PACKAGE = "model.mlpackage"
 

@@ -19,8 +19,8 @@ from coremltools.converters.mil.mil import Var
 
 from irq.backends.coreml.deploy import Deployment
 from irq.errors import LoweringError
-from irq.graph_edit import UniqueNames
-from irq.ir import node_label
+from irq.ir.edit import UniqueNames
+from irq.ir.model import node_label
 
 
 @dataclass(frozen=True, eq=False)

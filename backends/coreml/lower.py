@@ -27,7 +27,7 @@ from irq.backends.coreml.context import LoweringContext, QuantWeight, is_var
 from irq.backends.coreml.deploy import Deployment
 from irq.backends.coreml.registry import LOWERINGS
 from irq.errors import LoweringError
-from irq.ir import QModel
+from irq.ir.model import QModel
 
 _INPUT_TYPES = {ir.DataType.FLOAT: types.fp32, ir.DataType.FLOAT16: types.fp16,
                 ir.DataType.INT64: types.int32, ir.DataType.INT32: types.int32}

@@ -16,7 +16,7 @@ from coremltools.converters.mil import Builder as mb
 
 from irq.backends.coreml.context import LoweringContext, QuantWeight, attr, is_var
 from irq.backends.coreml.registry import lowers
-from irq.ir import constant_array
+from irq.ir.model import constant_array
 
 _STORAGE = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 

@@ -28,7 +28,7 @@ from coremltools.converters.mil.mil import Program, types
 
 from irq.backends.coreml.context import attr
 from irq.errors import VerificationError
-from irq.ir import QModel, constant_array
+from irq.ir.model import QModel, constant_array
 
 IO_KEY = "irq.io"
 WEIGHTS_KEY = "irq.weights"

@@ -37,13 +37,13 @@ from irq.backends.tflite.offline import (
 from irq.backends.tflite.runner import TFLiteRunner, sidecar_path, sidecar_text
 from irq.errors import LoweringError
 from irq.io import atomic_path, atomic_write_text
-from irq.ir import node_label
-from irq.qspec import TensorRange
+from irq.ir.model import node_label
+from irq.quant.spec import TensorRange
 
 if TYPE_CHECKING:
     from irq.data import DataSet
-    from irq.ir import QModel
-    from irq.targets import Target
+    from irq.ir.model import QModel
+    from irq.pipeline.targets import Target
 
 
 #: Samples the TFLite converter calibrates on when the IR supplies the ranges.

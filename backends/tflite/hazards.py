@@ -20,8 +20,8 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.errors import LoweringError
-from irq.ir import constant_array, node_label
-from irq.qspec import TensorRange
+from irq.ir.model import constant_array, node_label
+from irq.quant.spec import TensorRange
 
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
             "QLinearMatMul", "QLinearAdd", "QLinearMul", "MatMulInteger", "ConvInteger"}

@@ -20,7 +20,7 @@ import onnx
 import onnx_ir as ir
 
 from irq.errors import LoweringError
-from irq.ir import node_label
+from irq.ir.model import node_label
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from irq.backends.tflite.flatmodel import FlatModel
 from irq.backends.tflite.keras_build import KerasBuild
-from irq.ir import node_label
+from irq.ir.model import node_label
 
 
 @dataclass

@@ -15,7 +15,7 @@ import math
 import statistics
 
 from irq.backends.tflite.flatmodel import FlatModel
-from irq.qspec import TensorRange
+from irq.quant.spec import TensorRange
 
 QMIN, QMAX = -128, 127
 _FIXED_SCALE_OPS = {"SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX"}

@@ -21,7 +21,7 @@ from irq.backends.tflite.offline import THREADS, captured_output
 from irq.errors import VerificationError
 
 if TYPE_CHECKING:
-    from irq.ir import QModel
+    from irq.ir.model import QModel
 
 SIDECAR_FORMAT = 1
 

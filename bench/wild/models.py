@@ -88,7 +88,7 @@ def _dddd_det(split: str, n: int) -> DataSet:
 # -- audio, faces, photos -----------------------------------------------------------------------
 def _vad(split: str, n: int) -> DataSet:
     """Consecutive 512-sample chunks with their 64-sample context and the state float carried in."""
-    from irq.ort_utils import make_session
+    from irq.ir.ort import make_session
 
     audio = data.speech_stream(split, n * 512 / data.RATE + 0.1, seed=9 if split == CAL else 10)
     session = make_session(_file("silero_vad/data/silero_vad.onnx")(), threads=1)

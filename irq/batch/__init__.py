@@ -25,7 +25,7 @@ The manifest (YAML, or TOML when it ends in ``.toml``)::
 
 Setting keys (in ``defaults``, an entry or ``overrides.<target>``): ``targets``, ``calib``,
 ``eval``, ``calib_samples``, ``eval_samples``, ``recipe``, ``pipeline``, ``disable_passes``,
-``budgets`` (those of ``irq.budgets``, as for ``irq compile``: ``max_drop`` in top-1 points,
+``budgets`` (those of ``irq.verify.gates``, as for ``irq compile``: ``max_drop`` in top-1 points,
 ``min_agreement``, ``min_sqnr`` in dB, ``max_size_ratio``, ``min_speedup``; merged key by key,
 ``null`` unsets; a budget whose figure was not measured counts as missed), ``latency``, ``io``, ``deployment_target``.
 Paths are relative to the manifest. Unknown keys, unknown targets or passes, missing files

@@ -27,7 +27,7 @@ from irq.batch.store import EntryBusy, Store
 from irq.data import DataSet
 from irq.errors import IrqError
 from irq.io import atomic_path
-from irq.targets import Target, get_target
+from irq.pipeline.targets import Target, get_target
 
 DONE = ".done"
 REPORT = "report.json"
@@ -195,9 +195,9 @@ def _produce(job: Job, store: Store, key: str, float_model: Any, calib: Any, eva
 def _build(job: Job, float_model: Any, calib: Any, evaluation: Any, folder: Path, key: str, log: StageLog) -> None:
     """Quantize, lower, verify and write report.json into ``folder``."""
     from irq.compiler import Stages
-    from irq.pass_infra import DisablePassesInstrument, Instrument, TimingInstrument
-    from irq.targets import get_backend
-    from irq.verify_report import VerifyOptions, finalize
+    from irq.pipeline.infra import DisablePassesInstrument, Instrument, TimingInstrument
+    from irq.pipeline.targets import get_backend
+    from irq.verify.checks import VerifyOptions, finalize
 
     start, spec = time.perf_counter(), job.spec
     target = target_for(spec)
@@ -220,7 +220,7 @@ def _build(job: Job, float_model: Any, calib: Any, evaluation: Any, folder: Path
 
 def _publish(entry: Path, out_dir: Path, key: str) -> None:
     """Copy a finished cache entry to ``out_dir`` with its done marker, in one rename."""
-    from irq.report import write_report
+    from irq.report.build import write_report
 
     with atomic_path(out_dir) as tmp:
         shutil.copytree(entry, tmp)

@@ -18,7 +18,7 @@ import yaml
 
 from irq.batch.schema import Budgets, DataRef, JobSettings, JobSpec, Manifest, ModelRef
 from irq.errors import InputError, IrqError
-from irq.recipe import Recipe, load_recipe, recipe_from_dict
+from irq.pipeline.recipe import Recipe, load_recipe, recipe_from_dict
 
 _TOP_KEYS = ("defaults", "models", "python_path")
 _SETTING_KEYS = ("targets", "calib", "eval", "calib_samples", "eval_samples", "recipe", "pipeline",
@@ -157,7 +157,7 @@ def _model_ref(value: Any, base: Path, where: str) -> ModelRef:
 
 def _layer(raw: dict[str, Any], base: Path, where: str) -> _Layer:
     """Type-check the setting keys of one manifest level."""
-    from irq.targets import TARGETS
+    from irq.pipeline.targets import TARGETS
 
     values: dict[str, Any] = {}
     if "targets" in raw:
@@ -227,7 +227,7 @@ def _recipe(value: Any, base: Path, where: str) -> Recipe | None:
 def _pipeline(value: Any, where: str) -> str | None:
     if value is None:
         return None
-    from irq.registry import format_pipeline, parse_pipeline
+    from irq.pipeline.registry import format_pipeline, parse_pipeline
 
     try:
         passes = parse_pipeline(_typed(value, str, where))
@@ -239,7 +239,7 @@ def _pipeline(value: Any, where: str) -> str | None:
 
 
 def _pass_names(value: Any, where: str) -> tuple[str, ...]:
-    from irq.registry import available_passes
+    from irq.pipeline.registry import available_passes
 
     names = tuple(_typed(v, str, where) for v in _typed(value, list, where))
     known = available_passes()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from irq.budgets import Budgets  # the same limits as `irq compile --max-drop ...`
-from irq.recipe import Recipe
+from irq.pipeline.recipe import Recipe
+from irq.verify.gates import Budgets  # the same limits as `irq compile --max-drop ...`
 
 
 @dataclass(frozen=True)

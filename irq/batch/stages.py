@@ -23,12 +23,12 @@ from irq.batch.schema import DataRef, ModelRef
 from irq.batch.store import Store
 from irq.data import DataSet, load_data
 from irq.errors import IrqError, ModelImportError
-from irq.ir import QModel
-from irq.pass_infra import Instrument, Pass, PassManager
-from irq.qspec import TensorRange
-from irq.recipe import Recipe
-from irq.registry import parse_pipeline
-from irq.targets import Target
+from irq.ir.model import QModel
+from irq.pipeline.infra import Instrument, Pass, PassManager
+from irq.pipeline.recipe import Recipe
+from irq.pipeline.registry import parse_pipeline
+from irq.pipeline.targets import Target
+from irq.quant.spec import TensorRange
 
 
 @dataclass
@@ -127,7 +127,7 @@ def quantize_cached(store: Store, qmodel: QModel, target: Target, calib: DataSet
     ``wait=False``: when another worker is calibrating the same thing, raise EntryBusy
     rather than hold this worker idle (the scheduler runs the job again later).
     """
-    from irq.prepare import quantize
+    from irq.pipeline.prepare import quantize
 
     passes = [_effective(p, recipe) for p in parse_pipeline(pipeline or target.pipeline)]
     at = next((i for i, p in enumerate(passes) if p.name == "calibrate"), None)

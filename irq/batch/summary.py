@@ -14,8 +14,8 @@ from typing import Any
 
 from irq.batch.job import REPORT, Job, JobResult
 from irq.batch.schema import Budgets
-from irq.budgets import check
 from irq.io import atomic_write_text
+from irq.verify.gates import check
 
 
 def metrics(report: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_budgets(budgets: Budgets, report: dict[str, Any]) -> tuple[str, list[str]]:
-    """``("met" | "missed" | "none", misses)`` by ``irq.budgets.check`` (unmeasured counts as missed)."""
+    """``("met" | "missed" | "none", misses)`` by ``irq.verify.gates.check`` (unmeasured counts as missed)."""
     if not budgets.any():
         return "none", []
     misses = [f"{r['budget']}: {r['detail']}" for r in check(report, budgets) if not r["passed"]]

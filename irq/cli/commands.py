@@ -25,7 +25,7 @@ def command(name: str) -> Callable[[Command], Command]:
 
 
 def _print_outcome(report: dict[str, Any]) -> None:
-    from irq.summary import one_line
+    from irq.report.text import one_line
 
     print(one_line(report))
     for w in report.get("warnings", []):
@@ -54,9 +54,9 @@ def _audit(args: argparse.Namespace) -> int:
 
 @command("compile")
 def _compile(args: argparse.Namespace) -> int:
-    from irq.budgets import Budgets
     from irq.compiler import compile as compile_model
     from irq.sensitivity.cli import criterion_and_search
+    from irq.verify.gates import Budgets
 
     options = {k: v for k, v in (("io", args.io), ("deployment_target", args.deployment_target)) if v}
     criterion, search = criterion_and_search(args)
@@ -85,7 +85,7 @@ def _print_saved(path: str) -> None:
 @command("verify")
 def _verify(args: argparse.Namespace) -> int:
     from irq.api import verify
-    from irq.budgets import Budgets
+    from irq.verify.gates import Budgets
 
     budgets = Budgets.from_args(args)
     try:
@@ -110,7 +110,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 @command("targets")
 def _targets(args: argparse.Namespace) -> int:
-    from irq.targets import TARGETS
+    from irq.pipeline.targets import TARGETS
 
     for t in TARGETS.values():
         print(f"{t.name:16} {t.description}")
@@ -119,7 +119,7 @@ def _targets(args: argparse.Namespace) -> int:
 
 @command("passes")
 def _passes(args: argparse.Namespace) -> int:
-    from irq.registry import available_passes
+    from irq.pipeline.registry import available_passes
 
     for name, target in sorted(available_passes().items()):
         print(f"{name:18} {target}")

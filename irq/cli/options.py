@@ -35,7 +35,7 @@ def add_io_options(p: argparse.ArgumentParser, shapes: bool = True) -> None:
 
 def input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
     """``--input-shape`` as ``{name: shape}``."""
-    from irq.input_plan import parse_shape_flag
+    from irq.pipeline.input_plan import parse_shape_flag
 
     found = dict(parse_shape_flag(t) for t in getattr(args, "input_shape", []) or [])
     return found or None
@@ -43,7 +43,7 @@ def input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
 
 def input_values(args: argparse.Namespace) -> dict[str, float] | None:
     """``--input-value`` as ``{name: value}``."""
-    from irq.input_plan import parse_value_flag
+    from irq.pipeline.input_plan import parse_value_flag
 
     found = dict(parse_value_flag(t) for t in getattr(args, "input_value", []) or [])
     return found or None
@@ -62,7 +62,7 @@ def batch_axes(args: argparse.Namespace) -> dict[str, int] | None:
 
 def add_check_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """Flags that turn verification checks off and set CI budgets."""
-    from irq.budgets import add_budget_flags
+    from irq.verify.gates import add_budget_flags
 
     p.add_argument("--no-crash-test", action="store_true", help="skip the extreme-input crash test")
     p.add_argument("--no-layer-error", action="store_true", help="skip per-layer SQNR (ONNX artifacts)")
@@ -71,7 +71,7 @@ def add_check_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) ->
 
 def check_options(args: argparse.Namespace) -> Any:
     """The VerifyOptions the flags ask for."""
-    from irq.verify_report import VerifyOptions
+    from irq.verify.checks import VerifyOptions
 
     return VerifyOptions(measure_latency=not args.no_latency, crash_test=not args.no_crash_test,
                          layer_error=not args.no_layer_error)

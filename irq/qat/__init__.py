@@ -1,7 +1,7 @@
 """Quantization-aware training that simulates exactly what the target's backend will run.
 
 The model is calibrated by the target's own pipeline, its QDQ graph is translated into a torch
-module with one fake quantizer per Q/DQ node (same formulas as ``irq.quant_math``), the float
+module with one fake quantizer per Q/DQ node (same formulas as ``irq.quant.arith``), the float
 weights (and optionally the activation ranges) are fine-tuned with straight-through gradients,
 and the result comes back as IR annotations lowered by the unchanged backends.
 

@@ -19,12 +19,12 @@ import onnx
 from irq.data import DataSet, load_data
 from irq.data.conform import conform
 from irq.errors import DataError
-from irq.ir import QModel
+from irq.ir.model import QModel
+from irq.pipeline.recipe import Recipe, load_recipe
+from irq.pipeline.targets import Target
 from irq.qat.prepare import Prepared, export, prepare, resolve_target
 from irq.qat.train import Loss, QATOptions, TrainLog, accuracy, predict, to_device, train
 from irq.qat.translate import QDQModule
-from irq.recipe import Recipe, load_recipe
-from irq.targets import Target
 
 #: Calibration samples taken from the training data when no calibration set is given.
 DEFAULT_CALIB_SAMPLES = 500

@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     from irq.data import load_data
     from irq.qat.run import qat_compile
     from irq.qat.train import QATOptions
-    from irq.summary import one_line
+    from irq.report.text import one_line
 
     given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
     try:

@@ -1,4 +1,4 @@
-"""Fake quantization in torch with the arithmetic of ``irq.quant_math``, bit for bit.
+"""Fake quantization in torch with the arithmetic of ``irq.quant.arith``, bit for bit.
 
 Forward passes compute exactly what the lowered QDQ graph computes: activation scales in
 float32 from a range widened to include 0, zero points rounded half to even, weights
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from irq.qspec import QType, TensorRange
-from irq.quant_math import _TINY
+from irq.quant.arith import _TINY
+from irq.quant.spec import QType, TensorRange
 
 _INT32_MAX = 2**31 - 1
 

@@ -16,14 +16,14 @@ import onnx_ir as ir
 
 from irq.data import DataSet
 from irq.errors import InputError
-from irq.ir import QModel
-from irq.pass_infra import PassManager
-from irq.prepare import quantize
+from irq.ir.model import QModel
+from irq.pipeline.infra import PassManager
+from irq.pipeline.prepare import quantize
+from irq.pipeline.recipe import Recipe
+from irq.pipeline.registry import format_pipeline, parse_pipeline
+from irq.pipeline.targets import Target, get_target
 from irq.qat.translate import QDQModule
-from irq.qspec import QType, TensorRange
-from irq.recipe import Recipe
-from irq.registry import format_pipeline, parse_pipeline
-from irq.targets import Target, get_target
+from irq.quant.spec import QType, TensorRange
 
 #: The passes a target may run after calibration for QAT to reproduce them at export.
 TAIL_PASSES = frozenset({"plan-precision", "insert-qdq"})

@@ -19,14 +19,14 @@ import numpy as np
 from irq.backends.base import Artifact
 from irq.data import DataSet
 from irq.errors import BudgetError, InputError
-from irq.ir import QModel
+from irq.ir.model import QModel
+from irq.pipeline.recipe import Recipe
+from irq.pipeline.targets import Target, get_backend
 from irq.qat.api import QATResult, qat
 from irq.qat.plot import smoothed, write_loss_curve
 from irq.qat.prepare import learned_ranges
 from irq.qat.train import Loss, QATOptions
-from irq.recipe import Recipe
-from irq.targets import Target, get_backend
-from irq.verify_report import VerifyOptions, finalize
+from irq.verify.checks import VerifyOptions, finalize
 
 _CURVE_POINTS = 200
 

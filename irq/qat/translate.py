@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from irq.errors import ModelImportError, PassError
-from irq.ir import QModel, constant_array, node_label
+from irq.ir.model import QModel, constant_array, node_label
 from irq.passes.insert_qdq import PASSTHROUGH
 from irq.passes.plan_precision import WEIGHT_OPS
 from irq.qat import ops
 from irq.qat.fake_quant import ActRange, fake_quant, fake_quant_bias, fake_quant_weight, weight_scale
-from irq.qspec import Precision, QType
-from irq.weight_range import weight_qtype
+from irq.quant.spec import Precision, QType
+from irq.quant.weight_range import weight_qtype
 
 _QTYPES = {np.dtype(np.uint8): QType.UINT8, np.dtype(np.int8): QType.INT8,
            np.dtype(np.uint16): QType.UINT16, np.dtype(np.int16): QType.INT16}

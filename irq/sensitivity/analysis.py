@@ -18,13 +18,13 @@ import numpy as np
 
 from irq.data import DataSet, StoredData
 from irq.errors import InputError
-from irq.ir import QModel
-from irq.pass_infra import TimingInstrument
-from irq.qspec import Precision
+from irq.ir.model import QModel
+from irq.pipeline.infra import TimingInstrument
+from irq.pipeline.targets import Target
+from irq.quant.spec import Precision
 from irq.sensitivity.candidates import Evaluator, Task, Workspace, as_task, calibrate_once, proxy_suffix, split_pipeline
 from irq.sensitivity.metrics import BUILTIN, COARSE, evaluate_metric
 from irq.sensitivity.units import Unit, find_units, overrides_for
-from irq.targets import Target
 
 MODES = ("alone", "all_but_one")
 

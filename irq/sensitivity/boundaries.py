@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from irq.ir import QModel, node_label
-from irq.qspec import LayerDecision, Precision
+from irq.ir.model import QModel, node_label
+from irq.quant.spec import LayerDecision, Precision
 
 #: Ops that onnxruntime moves a DequantizeLinear through (qdq_propagation.cc) or removes (Pad
 #: fused into the next Conv, Identity eliminated), so that the DQ ends up feeding the next layer.

@@ -17,12 +17,12 @@ from typing import Any
 from irq.backends.base import Artifact
 from irq.data import DataSet
 from irq.errors import BudgetError, InputError
-from irq.ir import QModel
-from irq.recipe import LayerRule, Recipe, save_recipe
+from irq.ir.model import QModel
+from irq.pipeline.recipe import LayerRule, Recipe, save_recipe
+from irq.pipeline.targets import Target
 from irq.sensitivity.metrics import Criterion
 from irq.sensitivity.mixed import REASON, SearchOptions, SearchResult, copy_artifact, search_mixed_precision
 from irq.sensitivity.outputs import write_pareto, write_sensitivity
-from irq.targets import Target
 
 
 def mixed_recipe(result: SearchResult, base: Recipe | None) -> Recipe:

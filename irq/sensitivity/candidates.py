@@ -22,12 +22,12 @@ import onnx_ir as ir
 
 from irq.data import DataSet, StoredData
 from irq.errors import InputError
-from irq.ir import QModel
-from irq.pass_infra import Instrument, PassManager
-from irq.qspec import LayerDecision, Precision
-from irq.registry import format_pipeline, parse_pipeline
+from irq.ir.model import QModel
+from irq.pipeline.infra import Instrument, PassManager
+from irq.pipeline.registry import format_pipeline, parse_pipeline
+from irq.pipeline.targets import Target
+from irq.quant.spec import LayerDecision, Precision
 from irq.sensitivity.boundaries import settle
-from irq.targets import Target
 
 PLAN_PASS = "plan-precision"
 
@@ -55,7 +55,7 @@ def proxy_suffix(suffix: str) -> str:
 def calibrate_once(float_qmodel: QModel, target: Target, calib: DataSet | None, recipe: Any = None,
                    pipeline: str | None = None, instruments: Sequence[Instrument] = ()) -> QModel:
     """Run the target's pipeline up to the precision plan: the one calibration every candidate shares."""
-    from irq.prepare import quantize
+    from irq.pipeline.prepare import quantize
 
     prefix, _ = split_pipeline(target, pipeline)
     return quantize(float_qmodel, target, calib, recipe, prefix, instruments)
@@ -135,7 +135,7 @@ def _dataset(name: str) -> DataSet:
 def run_task(task: Task) -> Any:
     """Evaluate one task in this process (a worker, or the caller when there is no pool)."""
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.verification import run_dataset
+    from irq.verify.run import run_dataset
 
     space: Workspace = _STATE["space"]
     data = _dataset(task.data)

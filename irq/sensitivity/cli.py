@@ -53,10 +53,10 @@ def _sensitivity(args: argparse.Namespace) -> int:
     from irq.cli.options import load_data_arg
     from irq.data.conform import conform
     from irq.frontends import import_model
-    from irq.recipe import load_recipe
+    from irq.pipeline.recipe import load_recipe
+    from irq.pipeline.targets import get_target
     from irq.sensitivity.analysis import analyze_sensitivity
     from irq.sensitivity.outputs import write_sensitivity
-    from irq.targets import get_target
 
     target = get_target(args.target)
     model = import_model(args.model)

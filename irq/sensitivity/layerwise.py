@@ -13,10 +13,10 @@ from typing import Any
 import onnx_ir as ir
 
 from irq.data import DataSet
-from irq.ir import QModel, node_label
-from irq.layer_error import ErrorAccumulator
-from irq.ort_utils import batch_limit, make_session, with_outputs
+from irq.ir.model import QModel, node_label
+from irq.ir.ort import batch_limit, make_session, with_outputs
 from irq.sensitivity.units import Unit
+from irq.verify.layer_error import ErrorAccumulator
 
 
 def _values(graph: ir.Graph) -> dict[str, ir.Value]:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from irq.errors import InputError
-from irq.metrics import accuracy
-from irq.metrics import agreement as top1_agreement
+from irq.verify.metrics import accuracy
+from irq.verify.metrics import agreement as top1_agreement
 
 MetricFn = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | None"], float]
 
@@ -46,7 +46,7 @@ def top1(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None
     if labels is None:
         raise InputError("metric 'top1' needs labelled evaluation data (use agreement or sqnr otherwise)")
     y = np.asarray(labels)
-    # irq.metrics' own functions, so that ties (common in int8 outputs) break as in report.json.
+    # irq.verify.metrics' own functions, so that ties (common in int8 outputs) break as in report.json.
     return float(100.0 * (accuracy(_scores(out), y)["top1"] - accuracy(_scores(ref), y)["top1"]))
 
 

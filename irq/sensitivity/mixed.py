@@ -23,13 +23,13 @@ import numpy as np
 from irq.backends.base import Artifact
 from irq.data import DataSet
 from irq.errors import LoweringError, VerificationError
-from irq.ir import QModel
-from irq.qspec import LayerDecision, Precision
+from irq.ir.model import QModel
+from irq.pipeline.targets import Target, get_backend
+from irq.quant.spec import LayerDecision, Precision
 from irq.sensitivity.analysis import SensitivityOptions, SensitivityResult, analyze_sensitivity, metric_names
 from irq.sensitivity.candidates import pin, split_pipeline
 from irq.sensitivity.metrics import Criterion, evaluate_metric
 from irq.sensitivity.units import Unit, overrides_for
-from irq.targets import Target, get_backend
 
 REASON = "sensitivity"
 CONTINUOUS = frozenset({"sqnr", "cosine", "mse"})
@@ -103,7 +103,7 @@ class _Search:
 
     def measure(self, kept: Sequence[Unit]) -> dict[str, Any]:
         """Lower the assignment that keeps ``kept`` at high precision, run it and score it."""
-        from irq.verification import run_dataset
+        from irq.verify.run import run_dataset
 
         key = frozenset(u.name for u in kept)
         if key in self.points:
@@ -183,7 +183,7 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     (a new temporary folder when None, left for the caller to remove: the result points into it).
     """
     from irq.backends.onnx_qdq import OnnxRunner
-    from irq.verification import run_dataset
+    from irq.verify.run import run_dataset
 
     opts = options or SearchOptions()
     # Layers are ranked on a small subset: a step-wise metric (top-1, a task metric counting

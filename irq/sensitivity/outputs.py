@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from irq.io import atomic_path, atomic_write_text
-from irq.report import jsonable
+from irq.report.build import jsonable
 from irq.sensitivity.analysis import MODES, SensitivityResult
 
 

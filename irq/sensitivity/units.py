@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from irq.graph import COMPUTE_OPS
-from irq.ir import QModel, constant_array, node_label
-from irq.qspec import Precision
+from irq.ir.analysis import COMPUTE_OPS
+from irq.ir.model import QModel, constant_array, node_label
+from irq.quant.spec import Precision
 
 _FOLDABLE = frozenset({"Relu", "Clip"})
 

@@ -27,8 +27,8 @@ from irq.backends.coreml import CoreMLBackend  # noqa: E402
 from irq.backends.coreml.readback import load_program, op_census  # noqa: E402
 from irq.data import DataSet  # noqa: E402
 from irq.errors import InputError, LoweringError  # noqa: E402
-from irq.ir import QModel  # noqa: E402
-from irq.targets import TARGETS  # noqa: E402
+from irq.ir.model import QModel  # noqa: E402
+from irq.pipeline.targets import TARGETS  # noqa: E402
 
 WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 

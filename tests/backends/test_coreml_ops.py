@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 pytest.importorskip("coremltools")
 
 from irq.backends.coreml import CoreMLBackend
-from irq.ir import QModel
-from irq.targets import TARGETS
+from irq.ir.model import QModel
+from irq.pipeline.targets import TARGETS
 
 RNG = np.random.default_rng(0)
 F = TensorProto.FLOAT

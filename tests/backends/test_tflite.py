@@ -28,9 +28,9 @@ from irq.backends.tflite.flatmodel import FlatModel  # noqa: E402
 from irq.backends.tflite.runner import sidecar_path  # noqa: E402
 from irq.data import DataSet  # noqa: E402
 from irq.errors import LoweringError  # noqa: E402
-from irq.ir import QModel  # noqa: E402
-from irq.qspec import LayerDecision, Precision, TensorRange  # noqa: E402
-from irq.targets import TARGETS  # noqa: E402
+from irq.ir.model import QModel  # noqa: E402
+from irq.pipeline.targets import TARGETS  # noqa: E402
+from irq.quant.spec import LayerDecision, Precision, TensorRange  # noqa: E402
 
 nn = torch.nn
 

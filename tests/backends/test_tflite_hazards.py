@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from irq.backends.tflite import hazards
 from irq.backends.tflite.offline import captured_output
 from irq.errors import LoweringError
-from irq.qspec import TensorRange
+from irq.quant.spec import TensorRange
 
 
 def _pool_model(pool_attrs: dict, relu: bool = False, size: int = 9) -> onnx.ModelProto:

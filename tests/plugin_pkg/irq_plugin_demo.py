@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from irq.pass_infra import Pass, PassResult
+from irq.pipeline.infra import Pass, PassResult
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from irq.errors import InputError
-from irq.qspec import Precision, QType, Scheme
+from irq.quant.spec import Precision, QType, Scheme
 
 if TYPE_CHECKING:
     from irq.backends.base import Backend

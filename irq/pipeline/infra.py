@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from irq.errors import IrqError, PassError
-from irq.ir import QModel
+from irq.ir.model import QModel
 
 
 @dataclass

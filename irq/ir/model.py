@@ -16,11 +16,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from irq.qspec import LayerDecision, Precision, Scheme, TensorRange
+from irq.quant.spec import LayerDecision, Precision, Scheme, TensorRange
 
 if TYPE_CHECKING:
     from irq.data import DataSet
-    from irq.recipe import Recipe
+    from irq.pipeline.recipe import Recipe
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from irq.qspec import QType, QuantSpec, TensorRange
+from irq.quant.spec import QType, QuantSpec, TensorRange
 
 _TINY = float(np.finfo(np.float32).tiny) * 1e6
 

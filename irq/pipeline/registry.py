@@ -14,7 +14,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from irq.errors import PipelineError
-from irq.pass_infra import Pass
+from irq.pipeline.infra import Pass
 
 ENTRY_POINT_GROUP = "irq.passes"
 

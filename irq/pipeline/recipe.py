@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from irq.errors import InputError
-from irq.qspec import Precision, QType, Scheme
-from irq.range_methods import CALIBRATION_METHODS
+from irq.quant.ranges import CALIBRATION_METHODS
+from irq.quant.spec import Precision, QType, Scheme
 
 _ACTIVATION_TYPES = ("int8", "uint8")
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from irq import input_plan as shape_plan
 from irq.data import DataSet
 from irq.errors import InputError
-from irq.input_plan import InputShape
-from irq.ir import QModel
-from irq.pass_infra import Instrument, PassManager
-from irq.recipe import Recipe
-from irq.registry import parse_pipeline
-from irq.targets import Target, get_backend
+from irq.ir.model import QModel
+from irq.pipeline import input_plan as shape_plan
+from irq.pipeline.infra import Instrument, PassManager
+from irq.pipeline.input_plan import InputShape
+from irq.pipeline.recipe import Recipe
+from irq.pipeline.registry import parse_pipeline
+from irq.pipeline.targets import Target, get_backend
 
 
 def fixed_shapes(float_model: QModel, target: Target, given: dict[str, tuple[int, ...]] | None,

@@ -18,11 +18,11 @@ from typing import Any
 
 from irq.backends.base import Backend, Runner
 from irq.backends.onnx_qdq import OnnxRunner
-from irq.budgets import Budgets
 from irq.data import DataSet
 from irq.errors import DataError
-from irq.ir import QModel
-from irq.verification import (
+from irq.ir.model import QModel
+from irq.verify.gates import Budgets
+from irq.verify.run import (
     check_labels,
     compare,
     interleaved_latency,
@@ -203,7 +203,7 @@ def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path,
         report["latency"] = latency_section(float_model, Path(artifact), backend, runner, data, options, baseline)
         warnings[:] = [w for w in warnings if not w.startswith("honest-speed")] + speed_warnings(report["latency"])
     if options.crash_test:
-        from irq.crashtest import crash_test
+        from irq.verify.crashtest import crash_test
 
         try:
             report["crash_test"] = crash_test(Path(artifact), backend.name, float_model.to_bytes(), data)
@@ -212,7 +212,7 @@ def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path,
                                      "detail": f"not run: {_first_line(e)}"}]
         warnings += [f"crash-test: {r['case']}: {r['detail']}" for r in report["crash_test"] if not r["passed"]]
     if options.layer_error and backend.per_layer_error:
-        from irq.layer_error import layer_sqnr
+        from irq.verify.layer_error import layer_sqnr
 
         try:
             report["layer_error"] = layer_sqnr(float_model.to_bytes(), Path(artifact), data, options.layer_samples)
@@ -229,13 +229,13 @@ def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path,
 
 def finalize(report: dict[str, Any], json_path: Path | None, budgets: Budgets | None = None) -> None:
     """Check budgets, write report.json and report.html beside it, then raise BudgetError if one was missed."""
-    from irq import budgets as budget_checks
-    from irq.report import write_report
+    from irq.report.build import write_report
+    from irq.verify import gates as budget_checks
 
     budget_checks.apply(report, budgets)
     where = "(not saved: no output path)"
     if json_path is not None:
-        from irq.html_report import write_html
+        from irq.report.html import write_html
 
         write_report(json_path, report)
         write_html(json_path.with_suffix(".html"), report)

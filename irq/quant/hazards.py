@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from irq.ir import node_label
-from irq.qspec import TensorRange
+from irq.ir.model import node_label
+from irq.quant.spec import TensorRange
 
 #: Ratio of the widest to the narrowest input range above which one scale leaves the narrow
 #: input fewer than 256/RATIO = 8 levels.

@@ -12,9 +12,9 @@ from typing import Any
 from irq.backends.base import Artifact
 from irq.errors import VerificationError
 from irq.io import atomic_write_text
-from irq.ir import QModel, node_label
-from irq.targets import Target
-from irq.weight_range import range_decision
+from irq.ir.model import QModel, node_label
+from irq.pipeline.targets import Target
+from irq.quant.weight_range import range_decision
 
 SCHEMA_VERSION = 1
 

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from irq.data import DataSet
-from irq.ort_utils import batch_limit, make_session
+from irq.ir.ort import batch_limit, make_session
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 

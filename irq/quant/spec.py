@@ -133,7 +133,7 @@ class Scheme:
     calibration: str = "percentile"  # method name understood by the calibrate pass (percentile: 99.99)
     int4_block_size: int = 32
     #: 7-bit weights for layers run by u8/s8 GEMM kernels: "no", "yes", or "auto" (yes on an x86
-    #: CPU without VNNI, whose int8 kernels saturate int16 pair sums; see irq.weight_range).
+    #: CPU without VNNI, whose int8 kernels saturate int16 pair sums; see irq.quant.weight_range).
     reduce_range: str = "no"
 
     def __post_init__(self) -> None:

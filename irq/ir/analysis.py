@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import onnx_ir as ir
 
-from irq.ir import constant_array, node_label
+from irq.ir.model import constant_array, node_label
 
 #: Ops that carry learned weights and dominate compute; the layers quantization is about.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Attention"})

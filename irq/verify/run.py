@@ -13,7 +13,7 @@ import numpy as np
 from irq.backends.base import Runner
 from irq.data import DataSet
 from irq.errors import DataError, VerificationError
-from irq.metrics import classification_metrics, error
+from irq.verify.metrics import classification_metrics, error
 
 
 def _run(runner: Runner, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

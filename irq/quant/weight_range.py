@@ -16,8 +16,8 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from irq.ir import constant_array
-from irq.qspec import QType, Scheme
+from irq.ir.model import constant_array
+from irq.quant.spec import QType, Scheme
 
 #: CPU flags (``/proc/cpuinfo``) of the int8 dot-product instructions that do not saturate.
 _VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8"})

@@ -3,7 +3,7 @@
 The cases are built from the evaluation data's range per input ("black" is its minimum,
 "white" its maximum): constants, uniform noise over the range, values ten times beyond it,
 NaN and inf, and odd spatial sizes for models that take any height and width. All cases run in
-a child process (``python -m irq.crashtest_child``) that reports case by case: a runtime that
+a child process (``python -m irq.verify.crashtest_child``) that reports case by case: a runtime that
 segfaults or hangs ends the child, not irq; the parent records the case that did it and
 carries on from the next case in a fresh child.
 
@@ -171,7 +171,7 @@ def _run_children(work: Path, count: int, timeout_s: float) -> dict[int, dict[st
     events: dict[int, dict[str, str]] = {}
     start = 0
     while start < count:
-        cmd = [sys.executable, "-m", "irq.crashtest_child", str(work), str(start)]
+        cmd = [sys.executable, "-m", "irq.verify.crashtest_child", str(work), str(start)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
             stdout, died = proc.stdout, "" if proc.returncode == 0 else _death(proc.returncode, proc.stderr)

@@ -1,7 +1,7 @@
 """The crash test's child process: runs the cases on the artifact and on float, case by case.
 
-``python -m irq.crashtest_child WORK START`` reads ``WORK/spec.json`` and ``WORK/cases.npz``
-(written by :func:`irq.crashtest.crash_test`), saves each case's outputs as ``art<i>.npz`` and
+``python -m irq.verify.crashtest_child WORK START`` reads ``WORK/spec.json`` and ``WORK/cases.npz``
+(written by :func:`irq.verify.crashtest.crash_test`), saves each case's outputs as ``art<i>.npz`` and
 ``flt<i>.npz`` and says on stdout when each case starts and ends, so the parent knows which
 case a dying process was running.
 """
@@ -32,7 +32,7 @@ def _runner(spec: dict[str, Any], reference: Any) -> Any:
     if spec["factory"]:
         module, _, fn = spec["factory"].partition(":")
         return getattr(importlib.import_module(module), fn)(Path(spec["artifact"]))
-    from irq.targets import get_backend
+    from irq.pipeline.targets import get_backend
 
     return get_backend(spec["backend"]).runner(Path(spec["artifact"]), reference)
 
@@ -40,7 +40,7 @@ def _runner(spec: dict[str, Any], reference: Any) -> Any:
 def _run(runner: Any, rows: dict[str, np.ndarray], spec: dict[str, Any]) -> list[np.ndarray]:
     """Run the case's rows as the data's own feeds (batch axes, whole-row feeds), samples on axis 0."""
     from irq.data import DataSet
-    from irq.verification import run_dataset
+    from irq.verify.run import run_dataset
 
     data = DataSet(rows, batch_axes=spec.get("batch_axes", {}), row_feeds=frozenset(spec.get("row_feeds", [])))
     return run_dataset(runner, data)
