@@ -48,7 +48,8 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, 
             budgets: Budgets | None = None, checks: VerifyOptions | None = None,
             input_shapes: dict[str, tuple[int, ...]] | None = None, input_values: dict[str, float] | None = None,
             batch_axes: dict[str, int] | None = None, output: str | None = None,
-            criterion: Criterion | None = None, search: SearchOptions | None = None) -> dict[str, Any]:
+            criterion: Criterion | None = None, search: SearchOptions | None = None,
+            verify_each: bool = False) -> dict[str, Any]:
     """Compile ``model`` for ``target``; write the artifact, report.json and report.html; return the report.
 
     With ``eval``, the artifact is verified (accuracy, error, latency, crash test, per-layer
@@ -58,7 +59,8 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, 
     ``batch_axes`` says where an input's batch is when not on axis 0; ``output`` names the output
     that accuracy, agreement and budgets read. With ``criterion`` (an accuracy budget), the
     fewest layers are kept in higher precision to meet it (``search`` tunes the search); the
-    report gains a ``mixed_precision`` section.
+    report gains a ``mixed_precision`` section. ``verify_each`` checks the IR after every pass
+    (onnx's checker, irq's invariants, each pass's ``ensures``).
     """
     t0 = time.perf_counter()
     tgt = target if isinstance(target, Target) else get_target(target)
@@ -76,6 +78,10 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, 
         instruments.append(DisablePassesInstrument(frozenset(disable_passes)))
     if dump_ir:
         instruments.append(DumpIRInstrument(Path(dump_ir)))
+    if verify_each:
+        from irq.pipeline.verify_each import VerifyEachInstrument
+
+        instruments.append(VerifyEachInstrument())
     stage = Stages(float_model, prepare_inputs(float_model, shapes, input_values, instruments), tgt, out,
                    _without(calib_data, input_values), _without(eval_data, input_values), eval_data)
     if criterion is not None and output is not None:

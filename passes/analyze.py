@@ -119,6 +119,7 @@ class Analyze(Pass):
     """Record the audit of the current graph in ``qmodel.analysis["audit"]``."""
 
     name = "analyze"
+    rewrites_graph = False
 
     def run(self, qmodel: QModel) -> PassResult:
         """Analyze without changing the graph."""

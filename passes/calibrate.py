@@ -39,6 +39,7 @@ class Calibrate(Pass):
     """
 
     name = "calibrate"
+    rewrites_graph = False
     method: str = ""
     percentile: float = 99.99
     bits: int = 8

@@ -73,6 +73,12 @@ class DecomposeRNN(Pass):
         qmodel.analysis["decompose_rnn"] = {"decomposed": done, "kept": kept}
         return PassResult(qmodel, bool(done))
 
+    def ensures(self, qmodel: QModel) -> list[str]:
+        """No recurrent node is left that the pass did not report keeping (with its reason)."""
+        kept = qmodel.analysis.get("decompose_rnn", {}).get("kept", [])
+        left = [node_label(n) for n in qmodel.graph if n.op_type in ("LSTM", "GRU", "RNN") and n.domain == ""]
+        return [f"recurrent nodes left and not reported kept: {', '.join(left)}"] if len(left) > len(kept) else []
+
 
 class _Unroller:
     """The new nodes for one recurrent node, inserted before it; then the node is removed."""

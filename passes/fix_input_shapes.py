@@ -87,6 +87,13 @@ class FixInputShapes(Pass):
         qmodel.analysis["input_shapes"] = {n: list(d) for n, d in wanted.items()}
         return PassResult(qmodel, changed)
 
+    def ensures(self, qmodel: QModel) -> list[str]:
+        """Each named input has exactly the shape asked for."""
+        wanted = parse_shapes(self.shapes)
+        wrong = [f"{v.name} is {v.shape}" for v in qmodel.graph.inputs if v.name in wanted
+                 and (v.shape is None or tuple(v.shape) != wanted[v.name])]
+        return [f"inputs not fixed as asked: {'; '.join(wrong)}"] if wrong else []
+
 
 _CONTROL_FLOW = ("If", "Loop", "Scan")
 

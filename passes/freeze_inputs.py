@@ -71,3 +71,8 @@ class FreezeInputs(Pass):
             qmodel.analysis["shape_folding_rounds"] = infer_and_fold(qmodel)
         qmodel.analysis["frozen_inputs"] = wanted
         return PassResult(qmodel, bool(wanted))
+
+    def ensures(self, qmodel: QModel) -> list[str]:
+        """No frozen input is still a graph input."""
+        left = sorted(set(parse_values(self.values)) & {v.name for v in qmodel.graph.inputs})
+        return [f"inputs {', '.join(left)} were to be frozen but are still graph inputs"] if left else []

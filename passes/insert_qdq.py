@@ -60,9 +60,13 @@ class InsertQDQ(Pass):
     """
 
     name = "insert-qdq"
-    requires = ("plan-precision",)
+    keeps_plan = True
     activations: bool = True
     fuse_activations: bool = True
+
+    def requires(self, qmodel: QModel) -> list[str]:
+        """A current precision plan."""
+        return qmodel.plan_problems()
 
     def run(self, qmodel: QModel) -> PassResult:
         """Insert Q/DQ nodes; PassError names a tensor without a calibrated range."""
@@ -70,6 +74,12 @@ class InsertQDQ(Pass):
             raise PassError(f"model {qmodel.name!r} uses opset {qmodel.model.opset_imports.get('')}: "
                             "per-channel Q/DQ needs opset 13 or newer")
         return _Rewriter(qmodel, self.activations, self.fuse_activations).rewrite()
+
+    def ensures(self, qmodel: QModel) -> list[str]:
+        """QDQ form: every QuantizeLinear feeds only DequantizeLinear nodes."""
+        bad = [node_label(n) for n in qmodel.graph if n.op_type == "QuantizeLinear"
+               and any(use.op_type != "DequantizeLinear" for out in n.outputs for use, _ in out.uses())]
+        return [f"QuantizeLinear nodes feed other ops: {', '.join(bad[:5])}"] if bad else []
 
 
 class _Rewriter:

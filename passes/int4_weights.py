@@ -66,8 +66,12 @@ class Int4Weights(Pass):
     """Replace planned MatMul/Gemm with a 2-D constant weight by MatMulNBits (4 bits) (+ bias Add)."""
 
     name = "int4-weights"
-    requires = ("plan-precision",)
+    keeps_plan = True
     block_size: int = 0  # 0: the scheme's block size
+
+    def requires(self, qmodel: QModel) -> list[str]:
+        """A current precision plan."""
+        return qmodel.plan_problems()
 
     def run(self, qmodel: QModel) -> PassResult:
         """Rewrite in place."""

@@ -68,6 +68,7 @@ class PlanPrecision(Pass):
     """Fill ``qmodel.plan`` with one LayerDecision per node that can be quantized."""
 
     name = "plan-precision"
+    rewrites_graph = False
     #: Keep Concats whose calibrated input ranges differ > 32x (and what only moves their values) float.
     range_hazards: bool = True
 
@@ -98,7 +99,14 @@ class PlanPrecision(Pass):
         if self.range_hazards and default in (Precision.INT8, Precision.INT16) and qmodel.ranges:
             _apply_range_hazards(qmodel, plan, float_precision(default))
         qmodel.plan = plan
+        qmodel.planned, qmodel.stale_plan = True, ""
         return PassResult(qmodel, False)
+
+    def ensures(self, qmodel: QModel) -> list[str]:
+        """Every decision names a node of the graph."""
+        labels = {node_label(n) for n in qmodel.graph}
+        gone = sorted(set(qmodel.plan) - labels)
+        return [f"the plan names nodes the graph does not have: {', '.join(gone[:5])}"] if gone else []
 
 
 def _apply_range_hazards(qmodel: QModel, plan: dict[str, LayerDecision], float_kind: Precision) -> None:

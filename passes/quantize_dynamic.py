@@ -29,7 +29,11 @@ class QuantizeDynamic(Pass):
     """Rewrite the nodes the plan marks dynamic-int8."""
 
     name = "quantize-dynamic"
-    requires = ("plan-precision",)
+    keeps_plan = True
+
+    def requires(self, qmodel: QModel) -> list[str]:
+        """A current precision plan."""
+        return qmodel.plan_problems()
 
     def run(self, qmodel: QModel) -> PassResult:
         """Rewrite in place; returns how many nodes changed in the analysis."""

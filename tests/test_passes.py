@@ -14,7 +14,7 @@ from irq.pipeline.prepare import quantize
 from irq.pipeline.recipe import recipe_from_dict
 from irq.pipeline.registry import parse_pipeline
 from irq.pipeline.targets import get_target
-from irq.quant.spec import Precision, QType, TensorRange
+from irq.quant.spec import Precision, QType
 
 
 def _ops(qmodel) -> list[str]:
@@ -149,7 +149,7 @@ def test_fp16_keeps_float32_io(tiny_cnn_proto):
 def test_int4_matmul_nbits_matches_reference():
     from onnx import helper, numpy_helper
 
-    from passes.int4_weights import dequantize_int4_blocks, quantize_int4_blocks
+    from irq.passes.int4_weights import dequantize_int4_blocks, quantize_int4_blocks
 
     rng = np.random.default_rng(3)
     w = rng.normal(size=(80, 24)).astype(np.float32)  # K not a multiple of the block: padding path
@@ -173,7 +173,6 @@ def test_insert_qdq_requires_ranges(tiny_cnn_proto):
     q.default_precision = Precision.INT8
     with pytest.raises(PassError, match="has no calibrated range"):
         PassManager(parse_pipeline("plan-precision,insert-qdq"))(q)
-    assert isinstance(TensorRange(0, 1), TensorRange)
 
 
 def test_analyze_finds_layers_and_hazards(tiny_cnn_proto):

@@ -67,7 +67,7 @@ def _compile(args: argparse.Namespace) -> int:
                                measure_latency=not args.no_latency, budgets=Budgets.from_args(args),
                                checks=check_options(args), input_shapes=input_shapes(args),
                                input_values=input_values(args), batch_axes=batch_axes(args), output=args.output,
-                               criterion=criterion, search=search)
+                               criterion=criterion, search=search, verify_each=args.verify_each)
     except BudgetError:
         _print_saved(os.path.join(args.out, "report.json"))
         raise

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pipeline", help="override the target's pass pipeline string")
     c.add_argument("--disable-pass", action="append", default=[], help="skip a pass by name")
     c.add_argument("--dump-ir", help="write the IR after each pass into this folder")
+    c.add_argument("--verify-each", action="store_true",
+                   help="after every pass run onnx's checker, irq's IR invariants and the pass's own checks")
     c.add_argument("--io", choices=["int8", "float"], help="TFLite int8: input/output type")
     c.add_argument("--deployment-target", help="Core ML: iOS16, iOS17, iOS18, macOS13...")
     c.add_argument("--no-latency", action="store_true", help="skip latency measurement")

@@ -37,11 +37,24 @@ class QModel:
     calibration: DataSet | None = None
     analysis: dict[str, Any] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
+    #: Set by plan-precision (a plan may be empty when nothing is quantizable).
+    planned: bool = False
+    #: The pass that rewrote the graph after the plan was made ("" while the plan is current).
+    stale_plan: str = ""
 
     @property
     def graph(self) -> ir.Graph:
         """The main graph."""
         return self.model.graph
+
+    def plan_problems(self) -> list[str]:
+        """Why the precision plan cannot be carried out as it stands (empty: it can)."""
+        if self.stale_plan:
+            return [f"the precision plan is stale: {self.stale_plan!r} rewrote the graph after plan-precision "
+                    "(run plan-precision after it)"]
+        if not self.plan and not self.planned:
+            return ["there is no precision plan (run plan-precision first)"]
+        return []
 
     def to_proto(self) -> onnx.ModelProto:
         """Serialize the graph (with any Q/DQ nodes already inserted) to an ONNX proto."""

@@ -1,9 +1,12 @@
 """Pass infrastructure: passes, results, composition, instruments and the pass manager.
 
 A pass is a frozen dataclass (its fields are its options) with one entry point, ``run``, that
-takes a QModel and returns a PassResult saying whether anything changed. Composition
-(Sequential, Fixpoint) and instruments (timing, IR dumps, disabling by name) live here, not in
-the passes.
+takes a QModel and returns a PassResult saying whether anything changed. Its contract is
+checked on the IR, not on pass names: ``requires(qmodel)`` lists what is missing before it can
+run (the manager refuses to run it), ``ensures(qmodel)`` what it failed to establish (checked
+under ``--verify-each``). A PassManager is itself a pass, so pipelines nest and a ``fixpoint``
+group repeats only its own passes. Instruments (timing, IR dumps, disabling by name, the
+verifier) live here, not in the passes.
 """
 
 from __future__ import annotations
@@ -33,15 +36,28 @@ class Pass(abc.ABC):
     """Base class of every pass. Subclasses set ``name`` and implement ``run``."""
 
     name: ClassVar[str] = "?"
-    #: Passes this one needs to have run earlier in the pipeline (checked by the manager).
-    requires: ClassVar[tuple[str, ...]] = ()
+    #: False for passes that only annotate (analysis, calibration, the plan): they never make
+    #: the precision plan stale.
+    rewrites_graph: ClassVar[bool] = True
+    #: True for passes that carry out the plan (insert-qdq, ...): their rewrites keep it valid.
+    keeps_plan: ClassVar[bool] = False
 
     @abc.abstractmethod
     def run(self, qmodel: QModel) -> PassResult:
         """Transform or annotate ``qmodel``."""
 
+    def requires(self, qmodel: QModel) -> list[str]:
+        """What ``qmodel`` lacks for this pass to run, one sentence each (empty: it can run)."""
+        return []
+
+    def ensures(self, qmodel: QModel) -> list[str]:
+        """What this pass should have established in ``qmodel`` and did not (empty: all holds)."""
+        return []
+
     def spec(self) -> str:
         """This pass as a pipeline-string element, options included when not default."""
+        from irq.pipeline.grammar import format_value
+
         opts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -49,9 +65,7 @@ class Pass(abc.ABC):
                 continue
             if f.default_factory is not dataclasses.MISSING and value == f.default_factory():
                 continue
-            if isinstance(value, bool):
-                value = str(value).lower()
-            opts.append(f"{f.name.replace('_', '-')}={value}")
+            opts.append(f"{f.name.replace('_', '-')}={format_value(value)}")
         return self.name + (f"{{{','.join(opts)}}}" if opts else "")
 
 
@@ -107,57 +121,78 @@ class DisablePassesInstrument(Instrument):
         return pass_.name not in self.disabled
 
 
-@dataclass
-class PassManager:
-    """Runs a sequence of passes with instruments; ``fixpoint`` repeats until nothing changes."""
+@dataclass(frozen=True)
+class PassManager(Pass):
+    """Runs a sequence of passes with instruments; ``fixpoint`` repeats them until nothing changes.
 
-    passes: Sequence[Pass]
+    A PassManager is a pass: nested in another, it runs with the outer manager's instruments
+    too, and ``spec()`` writes it as ``pipeline(...)`` or ``fixpoint(...)``.
+    """
+
+    name: ClassVar[str] = "pipeline"
+    passes: Sequence[Pass] = ()
     instruments: Sequence[Instrument] = ()
     fixpoint: bool = False
     max_iterations: int = 10
-    _count: int = 0
 
     def __call__(self, qmodel: QModel) -> PassResult:
         """Run the pipeline; PassError names the failing pass and the passes before it."""
+        return self.run(qmodel)
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Run every pass (repeatedly, for a fixpoint) and say whether any changed the model."""
+        return self._execute(qmodel, tuple(self.instruments), [0])
+
+    def spec(self) -> str:
+        """``fixpoint(a,b)`` or ``pipeline(a,b)``."""
+        return ("fixpoint" if self.fixpoint else "pipeline") + "(" + ",".join(p.spec() for p in self.passes) + ")"
+
+    def _execute(self, qmodel: QModel, instruments: tuple[Instrument, ...], count: list[int]) -> PassResult:
         modified_any = False
         for _ in range(self.max_iterations if self.fixpoint else 1):
-            result = self._run_once(qmodel)
-            qmodel = result.model
-            modified_any |= result.modified
-            if not result.modified:
+            modified = False
+            for p in self.passes:
+                if isinstance(p, PassManager):
+                    result = p._execute(qmodel, instruments + tuple(p.instruments), count)
+                else:
+                    result = _run_one(p, qmodel, instruments, count)
+                qmodel = result.model
+                modified |= result.modified
+            modified_any |= modified
+            if not modified:
                 break
         return PassResult(qmodel, modified_any)
 
-    def _run_once(self, qmodel: QModel) -> PassResult:
-        modified = False
-        for p in self.passes:
-            if not all(i.should_run(p, qmodel) for i in self.instruments):
-                continue
-            missing = [r for r in p.requires if r not in qmodel.history]
-            if missing:
-                raise PassError(f"pass {p.name!r} needs {', '.join(missing)} to run first "
-                                f"(ran so far: {', '.join(qmodel.history) or 'nothing'})")
-            for i in self.instruments:
-                i.before(p, qmodel)
-            result = self._run_pass(p, qmodel)
-            qmodel = result.model
-            qmodel.history.append(p.name)
-            modified |= result.modified
-            self._count += 1
-            for i in self.instruments:
-                i.after(p, result, self._count)
-        return PassResult(qmodel, modified)
 
-    @staticmethod
-    def _run_pass(p: Pass, qmodel: QModel) -> PassResult:
-        try:
-            result = p.run(qmodel)
-        except IrqError:
-            raise
-        except Exception as e:
-            ran = ", ".join(qmodel.history) or "nothing"
-            raise PassError(f"pass {p.spec()!r} failed on model {qmodel.name!r}: "
-                            f"{type(e).__name__}: {e} (passes run before: {ran})") from e
-        if not isinstance(result, PassResult):
-            raise PassError(f"pass {p.name!r} returned {type(result).__name__}, not PassResult")
-        return result
+def _run_one(p: Pass, qmodel: QModel, instruments: tuple[Instrument, ...], count: list[int]) -> PassResult:
+    if not all(i.should_run(p, qmodel) for i in instruments):
+        return PassResult(qmodel, False)
+    missing = p.requires(qmodel)
+    if missing:
+        raise PassError(f"pass {p.name!r} cannot run on model {qmodel.name!r}: {'; '.join(missing)} "
+                        f"(ran so far: {', '.join(qmodel.history) or 'nothing'})")
+    for i in instruments:
+        i.before(p, qmodel)
+    result = _run_pass(p, qmodel)
+    qmodel = result.model
+    qmodel.history.append(p.name)
+    if result.modified and p.rewrites_graph and not p.keeps_plan and qmodel.plan and not qmodel.stale_plan:
+        qmodel.stale_plan = p.name
+    count[0] += 1
+    for i in instruments:
+        i.after(p, result, count[0])
+    return result
+
+
+def _run_pass(p: Pass, qmodel: QModel) -> PassResult:
+    try:
+        result = p.run(qmodel)
+    except IrqError:
+        raise
+    except Exception as e:
+        ran = ", ".join(qmodel.history) or "nothing"
+        raise PassError(f"pass {p.spec()!r} failed on model {qmodel.name!r}: "
+                        f"{type(e).__name__}: {e} (passes run before: {ran})") from e
+    if not isinstance(result, PassResult):
+        raise PassError(f"pass {p.name!r} returned {type(result).__name__}, not PassResult")
+    return result

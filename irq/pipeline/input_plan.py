@@ -106,14 +106,14 @@ def check_frozen(graph: ir.Graph, values: dict[str, float], data: list[tuple[str
 
 def pass_spec(shapes: dict[str, InputShape], frozen: dict[str, float] | None = None) -> str:
     """The ``freeze-inputs`` and ``fix-input-shapes`` pipeline elements ('' when there is nothing to do)."""
-    from irq.passes.fix_input_shapes import format_shapes
+    from irq.passes.fix_input_shapes import FixInputShapes, format_shapes
+    from irq.passes.freeze_inputs import FreezeInputs
 
     parts = []
     if frozen:
-        parts.append("freeze-inputs{values=" + "|".join(f"{k}:{v:g}" for k, v in frozen.items()) + "}")
+        parts.append(FreezeInputs(tuple(f"{k}:{v:g}" for k, v in frozen.items())).spec())
     if shapes:
-        parts.append("fix-input-shapes{shapes=" + "|".join(format_shapes({k: v.dims for k, v in shapes.items()}))
-                     + "}")
+        parts.append(FixInputShapes(tuple(format_shapes({k: v.dims for k, v in shapes.items()}))).spec())
     return ",".join(parts)
 
 

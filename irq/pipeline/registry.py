@@ -2,7 +2,8 @@
 
 Built-in passes are listed here; third-party passes are found through the ``irq.passes``
 entry-point group. A name registered twice is an error, never a silent override. A pipeline
-is one string: ``"fold-bn,calibrate{method=percentile,percentile=99.99},insert-qdq"``.
+is one string: ``"fold-bn,calibrate{method=percentile,percentile=99.99},insert-qdq"``; its
+grammar (quoted strings, ``[a,b]`` tuples, ``fixpoint(...)`` groups) is in ``irq.pipeline.grammar``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from irq.errors import PipelineError
-from irq.pipeline.infra import Pass
+from irq.pipeline.grammar import Element, Quoted, parse
+from irq.pipeline.infra import Pass, PassManager
 
 ENTRY_POINT_GROUP = "irq.passes"
 
@@ -45,6 +47,9 @@ def _load(target: str, origin: str) -> type[Pass]:
         raise PipelineError(f"pass {origin} ({target}) cannot be loaded: {e}") from e
     if not (isinstance(cls, type) and issubclass(cls, Pass)):
         raise PipelineError(f"pass {origin} ({target}) is not an irq Pass subclass")
+    if not callable(cls.requires):
+        raise PipelineError(f"pass {origin} ({target}) declares requires as {cls.requires!r}: a pass states what "
+                            "it needs of the IR in a method, requires(self, qmodel) -> list of missing things")
     return cls
 
 
@@ -76,13 +81,18 @@ def get_pass_class(name: str) -> type[Pass]:
     return cls
 
 
-def _convert(raw: str, hint: object, where: str) -> object:
+def _convert(raw: str | list[str], hint: object, where: str) -> object:
     origin = typing.get_origin(hint)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        if raw.lower() in ("none", ""):
+        if isinstance(raw, str) and not isinstance(raw, Quoted) and raw.lower() in ("none", ""):
             return None
         hint = args[0]
+    if typing.get_origin(hint) is tuple:
+        # a bare a|b|c is the older spelling of [a,b,c]
+        return tuple(raw) if isinstance(raw, list) else tuple(s for s in raw.split("|") if s)
+    if isinstance(raw, list):
+        raise PipelineError(f"{where}: takes one value, not a list")
     try:
         if hint is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -92,14 +102,12 @@ def _convert(raw: str, hint: object, where: str) -> object:
             return int(raw)
         if hint is float:
             return float(raw)
-        if typing.get_origin(hint) is tuple:
-            return tuple(s for s in raw.split("|") if s)
-        return raw
+        return str(raw)
     except ValueError as e:
         raise PipelineError(f"{where}: {e}") from e
 
 
-def make_pass(name: str, options: dict[str, str]) -> Pass:
+def make_pass(name: str, options: dict[str, str | list[str]]) -> Pass:
     """Instantiate pass ``name`` with string options, converted to the fields' types."""
     cls = get_pass_class(name)
     hints = typing.get_type_hints(cls)
@@ -117,44 +125,15 @@ def make_pass(name: str, options: dict[str, str]) -> Pass:
         raise PipelineError(f"pass {name!r}: {e}") from e
 
 
-def _split_top(text: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth < 0:
-                raise PipelineError(f"unbalanced '}}' in pipeline {text!r}")
-        if ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    if depth:
-        raise PipelineError(f"unbalanced '{{' in pipeline {text!r}")
-    parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
+def _build(element: Element) -> Pass:
+    if element.children is not None:
+        return PassManager([_build(e) for e in element.children], fixpoint=element.name == "fixpoint")
+    return make_pass(element.name, element.options)
 
 
 def parse_pipeline(text: str) -> list[Pass]:
-    """Parse ``"a,b{opt=v,opt2=w},c"`` into pass instances, with errors naming the bad part."""
-    passes = []
-    for item in _split_top(text):
-        name, brace, rest = item.partition("{")
-        options: dict[str, str] = {}
-        if brace:
-            if not rest.endswith("}"):
-                raise PipelineError(f"pipeline element {item!r} is missing a closing '}}'")
-            for opt in _split_top(rest[:-1]):
-                key, eq, value = opt.partition("=")
-                if not eq:
-                    raise PipelineError(f"option {opt!r} of pass {name!r} needs the form key=value")
-                options[key.strip()] = value.strip()
-        passes.append(make_pass(name.strip(), options))
-    return passes
+    """Parse ``"a,b{opt=v,opt2=w},fixpoint(c,d)"`` into passes, with errors naming the bad part."""
+    return [_build(e) for e in parse(text)]
 
 
 def format_pipeline(passes: list[Pass]) -> str:
