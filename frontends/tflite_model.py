@@ -26,6 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irq.errors import InputError, ModelImportError
+from irq.ir.edit import scope_safe_name
 from irq.ir.model import QModel
 
 from .onnx_file import from_proto
@@ -96,22 +97,13 @@ def _safe_names(proto: onnx.ModelProto) -> None:
     onnx2tf names its Keras layers after ONNX names, and TensorFlow rejects ``a/b;c/d``. Graph
     inputs and outputs keep their names: they are the model's interface.
     """
-    import re
-
     g = proto.graph
     keep = {v.name for v in (*g.input, *g.output)}
     used = set(keep)
     renamed: dict[str, str] = {}
 
     def fresh(name: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_./>-]", "_", name.split(";")[0]) or "v"
-        base = base if re.match(r"[A-Za-z0-9.]", base) else f"v{base}"
-        out, i = base, 0
-        while out in used:
-            i += 1
-            out = f"{base}_{i}"
-        used.add(out)
-        return out
+        return scope_safe_name(name.split(";")[0], used, "v")
 
     for t in g.initializer:
         if t.name not in keep:

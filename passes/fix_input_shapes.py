@@ -12,6 +12,7 @@ Option ``shapes``: ``name:1x3x320x320|other:2x1x128`` (``|`` between inputs).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -42,6 +43,16 @@ def format_shapes(shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
     return tuple(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
 
 
+def named_inputs(qmodel: QModel, wanted: Iterable[str]) -> dict[str, ir.Value]:
+    """The graph inputs by name; InputError names any of ``wanted`` the model does not have."""
+    inputs = {v.name or "": v for v in qmodel.graph.inputs}
+    unknown = sorted(set(wanted) - set(inputs))
+    if unknown:
+        raise InputError(f"model {qmodel.name!r} has no input {', '.join(unknown)} "
+                         f"(inputs: {', '.join(str(n) for n in inputs)})")
+    return inputs
+
+
 @dataclass(frozen=True)
 class FixInputShapes(Pass):
     """Give graph inputs fixed shapes; intermediate shapes are re-inferred by the passes after it."""
@@ -56,11 +67,7 @@ class FixInputShapes(Pass):
         """Set the shapes; InputError names an input that does not exist or does not fit."""
         wanted = parse_shapes(self.shapes)
         graph = qmodel.graph
-        inputs = {v.name: v for v in graph.inputs}
-        unknown = sorted(set(wanted) - set(inputs))
-        if unknown:
-            raise InputError(f"model {qmodel.name!r} has no input {', '.join(unknown)} "
-                             f"(inputs: {', '.join(str(n) for n in inputs)})")
+        inputs = named_inputs(qmodel, wanted)
         changed = False
         for name, dims in wanted.items():
             value = inputs[name]

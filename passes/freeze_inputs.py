@@ -46,15 +46,11 @@ class FreezeInputs(Pass):
 
     def run(self, qmodel: QModel) -> PassResult:
         """Freeze; InputError names an input that does not exist or is not a scalar."""
-        from irq.passes.fix_input_shapes import forget_shapes, infer_and_fold
+        from irq.passes.fix_input_shapes import forget_shapes, infer_and_fold, named_inputs
 
         wanted = parse_values(self.values)
         graph = qmodel.graph
-        inputs = {v.name: v for v in graph.inputs}
-        unknown = sorted(set(wanted) - set(inputs))
-        if unknown:
-            raise InputError(f"model {qmodel.name!r} has no input {', '.join(unknown)} "
-                             f"(inputs: {', '.join(str(n) for n in inputs)})")
+        inputs = named_inputs(qmodel, wanted)
         for name, number in wanted.items():
             value = inputs[name]
             if value.shape is not None and len(value.shape) != 0:

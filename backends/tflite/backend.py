@@ -37,6 +37,7 @@ from irq.backends.tflite.offline import (
 from irq.backends.tflite.runner import TFLiteRunner, sidecar_path, sidecar_text
 from irq.errors import LoweringError
 from irq.io import atomic_path, atomic_write_text
+from irq.ir.edit import scope_safe_name
 from irq.ir.model import node_label
 from irq.quant.spec import TensorRange
 
@@ -174,15 +175,8 @@ def _scope_safe_node_names(graph: ir.Graph) -> dict[str, str]:
         if node.name and _SCOPE.fullmatch(node.name):
             continue
         old = node_label(node)
-        base = re.sub(r"[^A-Za-z0-9_./>-]", "_", node.name or f"{node.op_type}_{node.outputs[0].name or 'out'}")
-        base = base if re.match(r"[A-Za-z0-9.]", base) else f"n{base}"
-        name, i = base, 0
-        while name in used:
-            i += 1
-            name = f"{base}_{i}"
-        used.add(name)
-        node.name = name
-        renamed[old] = name
+        node.name = scope_safe_name(node.name or f"{node.op_type}_{node.outputs[0].name or 'out'}", used, "n")
+        renamed[old] = node.name
     return renamed
 
 

@@ -6,6 +6,7 @@ collide with an existing one, however the base name was chosen.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,3 +93,19 @@ def replace_value(old: ir.Value, new: ir.Value) -> None:
     if was_output:
         old.name = None
         new.name = name
+
+
+def scope_safe_name(raw: str, used: set[str], prefix: str) -> str:
+    """``raw`` as a name TensorFlow accepts as a scope (and onnx2tf keeps), unique in ``used`` (added to it).
+
+    Characters outside ``[A-Za-z0-9_./>-]`` become ``_``; a name must start with a letter, digit or
+    dot, else ``prefix`` goes first.
+    """
+    base = re.sub(r"[^A-Za-z0-9_./>-]", "_", raw) or prefix
+    base = base if re.match(r"[A-Za-z0-9.]", base) else f"{prefix}{base}"
+    name, i = base, 0
+    while name in used:
+        i += 1
+        name = f"{base}_{i}"
+    used.add(name)
+    return name
