@@ -40,6 +40,7 @@ class Calibrate(Pass):
 
     name = "calibrate"
     rewrites_graph = False
+    reads_calibration_data = True
     method: str = ""
     percentile: float = 99.99
     bits: int = 8

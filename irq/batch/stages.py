@@ -11,7 +11,7 @@ change layer rules share one calibration.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from irq.batch.store import Store
 from irq.data import DataSet, load_data
 from irq.errors import IrqError, ModelImportError
 from irq.ir.model import QModel
-from irq.pipeline.infra import Instrument, Pass, PassManager
+from irq.pipeline.infra import Instrument, Pass
 from irq.pipeline.recipe import Recipe
 from irq.pipeline.registry import parse_pipeline
 from irq.pipeline.targets import Target
@@ -100,56 +100,52 @@ _BACKENDS_WITHOUT_DATA = frozenset({"onnx"})
 
 def calibration_matters(target: Target, pipeline: str | None) -> bool:
     """Whether the calibration data can change the job's artifact (only then is it in the key)."""
+    from irq.pipeline.prepare import calibration_index
+
     if target.backend not in _BACKENDS_WITHOUT_DATA:
         return True
-    return any(p.name == "calibrate" for p in parse_pipeline(pipeline or target.pipeline))
+    return calibration_index(parse_pipeline(pipeline or target.pipeline)) is not None
 
 
-def _effective(p: Pass, recipe: Recipe | None) -> Pass:
-    # irq.compiler.quantize applies a recipe's percentile to calibrate the same way
-    if p.name == "calibrate" and recipe is not None and recipe.percentile is not None:
-        return dataclasses.replace(p, percentile=recipe.percentile)  # type: ignore[call-arg]
-    return p
+@dataclass
+class StoredCalibrations:
+    """The prepare stage's calibration cache, kept in the batch store and shared by workers.
 
+    ``wait=False``: when another worker is calibrating the same thing, raise EntryBusy
+    rather than hold this worker idle (the scheduler runs the job again later).
+    """
 
-def _prepared(qmodel: QModel, target: Target, calib: DataSet | None, recipe: Recipe | None) -> QModel:
-    # the working copy exactly as irq.compiler.quantize sets it up before its passes run
-    scheme = recipe.apply_to(target.scheme) if recipe else target.scheme
-    return dataclasses.replace(qmodel.clone(), scheme=scheme, recipe=recipe,
-                               default_precision=target.default_precision, calibration=calib)
+    store: Store
+    calib: DataSet
+    log: StageLog
+    wait: bool = True
+
+    def calibrate(self, qmodel: QModel, calibrate: Pass, run: Callable[[QModel], QModel]) -> QModel:
+        """Calibration results from the store, or by ``run`` and then stored."""
+        key = stage_key("calibrate", graph=bytes_digest(qmodel.to_bytes()), data=self.calib.fingerprint(),
+                        spec=calibrate.spec(), method=getattr(calibrate, "method", "") or qmodel.scheme.calibration)
+        entry = self.store.read_json("calibration", key)
+        if entry is None:
+            with self.store.lock("calibration", key, self.wait):
+                entry = self.store.read_json("calibration", key)
+                if entry is None:
+                    qmodel = run(qmodel)
+                    self.store.write_json("calibration", key, _calibration_entry(qmodel))
+                    self.log.stages["calibrate"] = "ran"
+        if entry is not None:
+            _restore(qmodel, entry)
+            self.log.stages["calibrate"] = "hit"
+        return qmodel
 
 
 def quantize_cached(store: Store, qmodel: QModel, target: Target, calib: DataSet | None, recipe: Recipe | None,
                     pipeline: str | None, instruments: list[Instrument], log: StageLog,
                     wait: bool = True) -> QModel:
-    """``irq.compiler.quantize`` with calibrate's result read from / written to the cache.
-
-    ``wait=False``: when another worker is calibrating the same thing, raise EntryBusy
-    rather than hold this worker idle (the scheduler runs the job again later).
-    """
+    """The prepare stage's ``quantize`` with calibration kept in ``store``."""
     from irq.pipeline.prepare import quantize
 
-    passes = [_effective(p, recipe) for p in parse_pipeline(pipeline or target.pipeline)]
-    at = next((i for i, p in enumerate(passes) if p.name == "calibrate"), None)
-    work = _prepared(qmodel, target, calib, recipe)
-    if at is None or calib is None or not all(i.should_run(passes[at], work) for i in instruments):
-        return quantize(qmodel, target, calib, recipe, pipeline, instruments)  # nothing to cache
-    work = PassManager(passes[:at], instruments)(work).model
-    calibrate = passes[at]
-    key = stage_key("calibrate", graph=bytes_digest(work.to_bytes()), data=calib.fingerprint(),
-                    spec=calibrate.spec(), method=getattr(calibrate, "method", "") or work.scheme.calibration)
-    entry = store.read_json("calibration", key)
-    if entry is None:
-        with store.lock("calibration", key, wait):
-            entry = store.read_json("calibration", key)
-            if entry is None:
-                work = PassManager([calibrate], instruments)(work).model
-                store.write_json("calibration", key, _calibration_entry(work))
-                log.stages["calibrate"] = "ran"
-    if entry is not None:
-        _restore(work, entry)
-        log.stages["calibrate"] = "hit"
-    return PassManager(passes[at + 1:], instruments)(work).model
+    cache = StoredCalibrations(store, calib, log, wait) if calib is not None else None
+    return quantize(qmodel, target, calib, recipe, pipeline, instruments, calibration_cache=cache)
 
 
 def _calibration_entry(qmodel: QModel) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class Pass(abc.ABC):
     rewrites_graph: ClassVar[bool] = True
     #: True for passes that carry out the plan (insert-qdq, ...): their rewrites keep it valid.
     keeps_plan: ClassVar[bool] = False
+    #: True for the pass that reads ``qmodel.calibration`` (calibrate): what a cache may stand in for.
+    reads_calibration_data: ClassVar[bool] = False
 
     @abc.abstractmethod
     def run(self, qmodel: QModel) -> PassResult:

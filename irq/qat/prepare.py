@@ -66,11 +66,12 @@ def resolve_target(target: str | Target, weights: str | None = None) -> Target:
 
 def split_pipeline(target: Target) -> tuple[str, str, str]:
     """(head, tail, structure) pipeline strings of ``target`` for QAT; InputError if unsupported."""
+    from irq.pipeline.prepare import plan_index
+
     passes = parse_pipeline(target.pipeline)
-    names = [p.name for p in passes]
-    if "plan-precision" not in names:
+    cut = plan_index(passes)
+    if cut is None:
         raise InputError(f"target {target.name} does not quantize (no plan-precision pass); nothing to train")
-    cut = names.index("plan-precision")
     head, tail = passes[:cut], passes[cut:]
     extra = [p.name for p in tail if p.name not in TAIL_PASSES]
     if extra:

@@ -29,18 +29,17 @@ from irq.pipeline.targets import Target
 from irq.quant.spec import LayerDecision, Precision
 from irq.sensitivity.boundaries import settle
 
-PLAN_PASS = "plan-precision"
-
 
 def split_pipeline(target: Target, pipeline: str | None = None) -> tuple[str, str]:
     """The pipeline up to and including ``plan-precision``, and the rest."""
+    from irq.pipeline.prepare import plan_index
+
     passes = parse_pipeline(pipeline or target.pipeline)
-    names = [p.name for p in passes]
-    if PLAN_PASS not in names:
-        raise InputError(f"target {target.name} has no precision plan ({PLAN_PASS} is not in its pipeline "
+    at = plan_index(passes)
+    if at is None:
+        raise InputError(f"target {target.name} has no precision plan (no plan-precision in its pipeline "
                          f"{format_pipeline(passes)!r}): sensitivity needs a quantizing target")
-    cut = names.index(PLAN_PASS) + 1
-    return format_pipeline(passes[:cut]), format_pipeline(passes[cut:])
+    return format_pipeline(passes[:at + 1]), format_pipeline(passes[at + 1:])
 
 
 def proxy_suffix(suffix: str) -> str:
