@@ -194,7 +194,7 @@ class _Rewriter:
         w = constant_array(w_value)
         if w is None or w.dtype != np.float32:
             return False
-        per_channel = self._q.plan[label].granularity == "per-channel"
+        per_channel = self._q.plan[label].per_channel
         axis = (0 if index == 0 else weight_axis(node, w.ndim)) if per_channel else None
         # An int4 scheme gets int4 values ([-7, 7], scale max|w|/7) held in int8 initializers:
         # packed INT4 storage would need opset 21, which changes other ops' signatures.

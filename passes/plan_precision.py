@@ -14,7 +14,7 @@ from irq.ir.analysis import has_constant_weight
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.hazards import downstream_movers, mismatched_concats
-from irq.quant.spec import LayerDecision, Precision
+from irq.quant.spec import DecisionSource, Granularity, LayerDecision, Precision
 
 #: Ops that static int8 quantizes (inputs and outputs get Q/DQ). The rest run in float,
 #: reading dequantized values.
@@ -80,7 +80,7 @@ class PlanPrecision(Pass):
         for node in qmodel.graph:
             label = node_label(node)
             pinned = qmodel.plan.get(label)
-            if pinned is not None and pinned.reason != "default":
+            if pinned is not None and pinned.source is not DecisionSource.DEFAULT:
                 plan[label] = pinned
                 continue
             decision = LayerDecision(default) if eligible(node, default) else None
@@ -91,9 +91,11 @@ class PlanPrecision(Pass):
                 if rule.precision:
                     precision = (float_precision(default) if rule.precision == "skip"
                                  else Precision(rule.precision))
-                granularity = rule.granularity or (decision.granularity if decision else "per-channel")
+                granularity = (Granularity(rule.granularity) if rule.granularity
+                               else decision.granularity if decision else Granularity.PER_CHANNEL)
                 if precision.is_float or eligible(node, precision):
-                    decision = LayerDecision(precision, f"recipe {rule.name or rule.op_type}", granularity)
+                    decision = LayerDecision(precision, f"recipe {rule.name or rule.op_type}", granularity,
+                                             source=DecisionSource.RECIPE)
             if decision is not None:
                 plan[label] = decision
         if self.range_hazards and default in (Precision.INT8, Precision.INT16) and qmodel.ranges:
@@ -118,7 +120,7 @@ def _apply_range_hazards(qmodel: QModel, plan: dict[str, LayerDecision], float_k
     applied = {}
     for label, why in hazards.items():
         d = plan.get(label)
-        if d is not None and d.reason == "default" and not d.precision.is_float:
-            plan[label] = LayerDecision(float_kind, why, d.granularity)
+        if d is not None and d.source is DecisionSource.DEFAULT and not d.precision.is_float:
+            plan[label] = LayerDecision(float_kind, why, d.granularity, source=DecisionSource.HAZARD)
             applied[label] = why
     qmodel.analysis["range_hazards"] = applied

@@ -43,7 +43,7 @@ class QuantizeDynamic(Pass):
             d = qmodel.plan.get(node_label(node))
             if d is None or d.precision != Precision.DYNAMIC_INT8:
                 continue
-            per_channel = d.granularity == "per-channel"
+            per_channel = d.per_channel
             qtype = weight_qtype(node, qmodel.scheme)
             if node.op_type in ("MatMul", "Gemm") and _rewrite_matmul(graph, namer, node, per_channel, qtype):
                 counts["matmul"] += 1

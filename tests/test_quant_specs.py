@@ -88,3 +88,12 @@ def test_growing_histogram_counts_like_one_big_histogram():
     assert counts.sum() == data.size and edges[0] == h.lo and edges[-1] == h.hi
     h.update(np.array([np.inf, 1.0], np.float32))
     assert h.nonfinite == 1
+
+
+def test_layer_decisions_carry_typed_granularity_and_source():
+    from irq.quant.spec import DecisionSource, Granularity
+
+    d = LayerDecision(Precision.INT8, granularity="per-tensor")
+    assert d.granularity is Granularity.PER_TENSOR and not d.per_channel and d.source is DecisionSource.DEFAULT
+    assert LayerDecision(Precision.FP32, "kept by hand").source is DecisionSource.PINNED
+    assert LayerDecision(Precision.FP32, "x", source=DecisionSource.RECIPE).source is DecisionSource.RECIPE

@@ -145,15 +145,43 @@ class Scheme:
             raise ValueError(f"reduce_range must be no, yes or auto, not {self.reduce_range!r}")
 
 
+class Granularity(str, enum.Enum):
+    """How many scales a weight gets: one per output channel, or one for the tensor."""
+
+    PER_CHANNEL = "per-channel"
+    PER_TENSOR = "per-tensor"
+
+
+class DecisionSource(str, enum.Enum):
+    """Who decided a layer's precision: what later stages may override and what they must keep."""
+
+    DEFAULT = "default"          # the target's default precision: passes may revise it
+    RECIPE = "recipe"            # a recipe rule
+    HAZARD = "range hazard"      # plan-precision kept it float for a measured range hazard
+    SENSITIVITY = "sensitivity"  # the budget search (and the float boundary it implies)
+    PINNED = "pinned"            # set by a caller before plan-precision
+
+
 @dataclass(frozen=True)
 class LayerDecision:
-    """The precision chosen for one layer and why (recipe, sensitivity, hazard, default)."""
+    """The precision chosen for one layer, who chose it (``source``) and why, in words (``reason``)."""
 
     precision: Precision
     reason: str = "default"
-    granularity: str = "per-channel"
+    granularity: Granularity = Granularity.PER_CHANNEL
     details: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    source: DecisionSource | None = None  # None: DEFAULT for the default reason, else PINNED
 
     def __post_init__(self) -> None:
-        if self.granularity not in ("per-channel", "per-tensor"):
-            raise ValueError(f"granularity must be per-channel or per-tensor, not {self.granularity}")
+        try:
+            object.__setattr__(self, "granularity", Granularity(self.granularity))
+        except ValueError:
+            raise ValueError(f"granularity must be per-channel or per-tensor, not {self.granularity}") from None
+        if self.source is None:
+            object.__setattr__(self, "source", DecisionSource.DEFAULT if self.reason == "default"
+                               else DecisionSource.PINNED)
+
+    @property
+    def per_channel(self) -> bool:
+        """True for per-channel scales."""
+        return self.granularity is Granularity.PER_CHANNEL

@@ -23,7 +23,8 @@ def layers_section(qmodel: QModel) -> list[dict[str, Any]]:
     """Each planned layer's precision, in graph order (nodes removed by rewrites included)."""
     ops = {node_label(n): n.op_type for n in qmodel.graph}
     return [{"name": name, "op_type": ops.get(name, "?"), "precision": d.precision.value,
-             "granularity": d.granularity, "reason": d.reason}
+             "granularity": d.granularity.value, "reason": d.reason,
+              "source": d.source.value if d.source else "default"}
             for name, d in qmodel.plan.items()]
 
 

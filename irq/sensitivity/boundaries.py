@@ -22,7 +22,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from irq.ir.model import QModel, node_label
-from irq.quant.spec import LayerDecision, Precision
+from irq.quant.spec import DecisionSource, LayerDecision, Precision
 
 #: Ops that onnxruntime moves a DequantizeLinear through (qdq_propagation.cc) or removes (Pad
 #: fused into the next Conv, Identity eliminated), so that the DQ ends up feeding the next layer.
@@ -67,7 +67,8 @@ def settle(work: QModel, reason: str, movement: bool = True) -> list[str]:
                 continue
             precision = next((c.precision for c in consumers if c is not None), Precision.FP32)
             work.plan[label] = LayerDecision(precision, f"{reason} (feeds only float layers)",
-                                             decision.granularity)  # type: ignore[union-attr]
+                                             decision.granularity,  # type: ignore[union-attr]
+                                             source=DecisionSource.SENSITIVITY)
             changed.append(label)
             again = True
     return changed

@@ -20,15 +20,16 @@ from irq.errors import BudgetError, InputError
 from irq.ir.model import QModel
 from irq.pipeline.recipe import LayerRule, Recipe, save_recipe
 from irq.pipeline.targets import Target
+from irq.quant.spec import DecisionSource
 from irq.sensitivity.metrics import Criterion
-from irq.sensitivity.mixed import REASON, SearchOptions, SearchResult, copy_artifact, search_mixed_precision
+from irq.sensitivity.mixed import SearchOptions, SearchResult, copy_artifact, search_mixed_precision
 from irq.sensitivity.outputs import write_pareto, write_sensitivity
 
 
 def mixed_recipe(result: SearchResult, base: Recipe | None) -> Recipe:
     """A recipe that pins the search's decisions (after any rules of the recipe it started from)."""
     rules = [LayerRule(name=f"^{re.escape(label)}$", precision=result.precision.value)
-             for label, d in result.plan.items() if d.reason.startswith(REASON)]
+             for label, d in result.plan.items() if d.source is DecisionSource.SENSITIVITY]
     if base is None:
         return Recipe(tuple(rules), source="mixed precision search")
     return dataclasses.replace(base, layers=(*base.layers, *rules), source="mixed precision search")

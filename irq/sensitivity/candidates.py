@@ -26,7 +26,7 @@ from irq.ir.model import QModel
 from irq.pipeline.infra import Instrument, PassManager
 from irq.pipeline.registry import format_pipeline, parse_pipeline
 from irq.pipeline.targets import Target
-from irq.quant.spec import LayerDecision, Precision
+from irq.quant.spec import DecisionSource, Granularity, LayerDecision, Precision
 from irq.sensitivity.boundaries import settle
 
 
@@ -71,7 +71,8 @@ def pin(base: QModel, overrides: Mapping[str, Precision], suffix: str, reason: s
     work = base.clone()
     for label, precision in overrides.items():
         old = work.plan.get(label)
-        work.plan[label] = LayerDecision(precision, reason, old.granularity if old else "per-channel")
+        work.plan[label] = LayerDecision(precision, reason, old.granularity if old else Granularity.PER_CHANNEL,
+                                         source=DecisionSource.SENSITIVITY)
     settle(work, reason, movement=isolate)
     if suffix:
         work = PassManager(parse_pipeline(suffix))(work).model
