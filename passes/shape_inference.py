@@ -19,6 +19,15 @@ class ShapeInference(Pass):
 
     def run(self, qmodel: QModel) -> PassResult:
         """Run ONNX shape inference over the main graph."""
+        before = _typing(qmodel)
         result = ShapeInferencePass(strict_mode=self.strict)(qmodel.model)
         qmodel.model = result.model
-        return PassResult(qmodel, result.modified)
+        # onnx-ir's pass says "modified" whenever it ran; a fixpoint needs to know if anything was learnt
+        return PassResult(qmodel, _typing(qmodel) != before)
+
+
+def _typing(qmodel: QModel) -> dict[str, tuple[str, str]]:
+    """Every named value's type and shape in the main graph, as text."""
+    graph = qmodel.graph
+    values = [*graph.inputs, *(o for node in graph for o in node.outputs)]
+    return {v.name: (str(v.type), str(v.shape)) for v in values if v.name}

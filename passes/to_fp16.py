@@ -92,6 +92,8 @@ class ToFP16(Pass):
 
     def run(self, qmodel: QModel) -> PassResult:
         """Convert, keeping the nodes the plan pins to fp32 in float32."""
+        if "fp16" in qmodel.analysis:
+            return PassResult(qmodel, False)  # converted already: converting again would be wrong
         keep = [name for name, d in qmodel.plan.items() if d.precision == Precision.FP32]
         _unshare_small_initializers(qmodel.graph)
         _name_unused_outputs(qmodel.graph)

@@ -85,7 +85,9 @@ def ensure_opset(model: ir.Model, domain: str, version: int) -> None:
 def replace_value(old: ir.Value, new: ir.Value) -> None:
     """Redirect every use of ``old`` (graph outputs included) to ``new``.
 
-    A graph output keeps its public name: ``new`` takes it over, since ``old`` is going away.
+    A graph output keeps its public name, and its declared type and shape where ``new`` has
+    none (a graph output without a type is invalid ONNX): ``new`` takes them over, since ``old``
+    is going away.
     """
     was_output = old.is_graph_output()
     name = old.name
@@ -93,6 +95,10 @@ def replace_value(old: ir.Value, new: ir.Value) -> None:
     if was_output:
         old.name = None
         new.name = name
+        if new.type is None:
+            new.type = old.type
+        if new.shape is None:
+            new.shape = old.shape
 
 
 def scope_safe_name(raw: str, used: set[str], prefix: str) -> str:
