@@ -160,6 +160,18 @@ def test_stateful_model_compiles_and_verifies_with_its_state_outputs(tmp_path):
     assert report["crash_test"] and all(r["outcome"] != "crash" for r in report["crash_test"])
 
 
+def test_core_ml_checks_a_state_input_whose_batch_is_not_axis_0(tmp_path):
+    """The package's read-back check feeds calibration rows where the data says ([2, batch, 8] state)."""
+    path = tmp_path / "stateful.onnx"
+    onnx.save(_stateful_model(), path)
+    data = DataSet(_stateful_rows(16))
+    report = irq.compile(path, "coreml-int8", tmp_path / "out", calib=data, eval=data, measure_latency=False,
+                         input_values={"sr": 16000})
+    numerics = report["artifact_info"]["checks"]["numerics"]
+    assert report["error"]["per_output"]["state_out"]["sqnr_db"] > 25, report["error"]
+    assert numerics["samples"] == 4 and numerics["min_cosine"] > 0.99
+
+
 def test_budget_search_workers_feed_state_rows_as_whole_feeds(tmp_path):
     """The search's worker processes reload the data from disk: rank+1 state rows must stay whole feeds."""
     from irq.sensitivity.analysis import SensitivityOptions

@@ -87,7 +87,7 @@ class CoreMLBackend(Backend):
         return CoreMLRunner(path)
 
     @staticmethod
-    def check(path: Path, qmodel: QModel, feeds: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    def check(path: Path, qmodel: QModel, feeds: list[dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
         """Read ``path`` back and compare it with the IR: weights, structure and numerics."""
         program = load_program(path)
         meta = read_metadata(path)
@@ -109,49 +109,44 @@ class CoreMLBackend(Backend):
 
 
 def check_feeds(qmodel: QModel, inputs: list[dict[str, Any]], samples: int = 4,
-                seed: int = 0) -> dict[str, np.ndarray]:
-    """``samples`` package batches for the numeric check: calibration data when it fits, else synthetic.
+                seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``samples`` feeds of the package's fixed input shapes: calibration data when it fits, else synthetic.
 
+    Calibration rows go where the data says (a recurrent state's batch is not on axis 0).
     Synthetic float inputs are standard normal (a local generator, never the global one); integer
     inputs are all ones (a valid token id, mask and segment id for BERT-like models).
     """
+    want = {spec["onnx"]: (list(spec["shape"]), np.dtype(spec["dtype"])) for spec in inputs}
+    data = qmodel.calibration
+    if data is not None and set(want) <= set(data.inputs):
+        rows = next((want[k][0][a] for k in want if (a := data.batch_axis(k)) is not None), 1)
+        feeds = [{k: np.asarray(v).astype(want[k][1]) for k, v in data.feed(i * rows, (i + 1) * rows).items()
+                  if k in want} for i in range(min(samples, len(data) // max(rows, 1)))]
+        if feeds and all(list(f[k].shape) == want[k][0] for f in feeds for k in want):
+            return feeds
     rng = np.random.default_rng(seed)
-    calib = qmodel.calibration.inputs if qmodel.calibration is not None else {}
-    feeds = {}
-    for spec in inputs:
-        shape, dtype = [spec["shape"][0] * samples, *spec["shape"][1:]], np.dtype(spec["dtype"])
-        sample = calib.get(spec["onnx"])
-        if sample is not None and list(sample.shape[1:]) == shape[1:] and len(sample) >= spec["shape"][0]:
-            n = len(sample) - len(sample) % spec["shape"][0]
-            feeds[spec["onnx"]] = np.asarray(sample[:min(n, shape[0])]).astype(dtype)
-        elif dtype.kind == "f":
-            feeds[spec["onnx"]] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[spec["onnx"]] = np.ones(shape, dtype)
-    return feeds
+    return [{k: rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.ones(shape, dtype)
+             for k, (shape, dtype) in want.items()} for _ in range(samples)]
 
 
-def compare_with_onnxruntime(runner: Runner, qmodel: QModel, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Largest absolute difference per output between ``runner`` and onnxruntime on the IR."""
+def compare_with_onnxruntime(runner: Runner, qmodel: QModel, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Largest absolute difference per output between ``runner`` and onnxruntime on the IR, feed by feed."""
     proto = qmodel.to_proto()
     # onnx 1.19 writes IR version 12 by default, one above what onnxruntime 1.23 reads.
     proto.ir_version = min(proto.ir_version, 10)
     # The IR's own arithmetic (Q/DQ as written), not onnxruntime's fused int8 kernels, which
     # saturate on x86 CPUs without VNNI: the package is compared with what the IR means.
     session = make_session(proto, optimize=False)
-    n = len(next(iter(feeds.values())))
-    step = runner.max_batch or n  # the IR may fix the batch too: feed onnxruntime the same slices
-    parts = [session.run(None, {k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
-    expected = [np.concatenate(p) for p in zip(*parts, strict=True)]
-    got = runner.run(feeds)
+    pairs = [(session.run(None, feed), runner.run(feed)) for feed in feeds]
     outputs = {}
-    for out, e, g in zip(session.get_outputs(), expected, got, strict=True):
-        e, g = np.asarray(e, np.float64).reshape(len(e), -1), np.asarray(g, np.float64).reshape(len(e), -1)
+    for index, out in enumerate(session.get_outputs()):
+        e = np.stack([np.asarray(want[index], np.float64).ravel() for want, _ in pairs])
+        g = np.stack([np.asarray(got[index], np.float64).ravel() for _, got in pairs])
         norms = np.linalg.norm(e, axis=1) * np.linalg.norm(g, axis=1)
         cosine = np.where(norms > 0, (e * g).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
         outputs[out.name] = {"max_abs_error": float(np.max(np.abs(e - g), initial=0.0)),
                              "max_abs_reference": float(np.max(np.abs(e), initial=0.0)),
                              "min_cosine": float(cosine.min(initial=1.0))}
-    return {"runtime": runner.runtime, "samples": len(next(iter(feeds.values()))),
+    return {"runtime": runner.runtime, "samples": len(feeds),
             "max_abs_error": max((o["max_abs_error"] for o in outputs.values()), default=0.0),
             "min_cosine": min((o["min_cosine"] for o in outputs.values()), default=1.0), "outputs": outputs}

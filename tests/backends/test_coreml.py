@@ -173,7 +173,7 @@ def test_bit_exact_check_catches_a_changed_weight(int8_proto, calib, tmp_path):
     data.flat[0] = -data.flat[0] if data.flat[0] else 1
     init.CopyFrom(numpy_helper.from_array(data, name))
     checks = CoreMLBackend.check(artifact.path, QModel(ir.serde.deserialize_model(tampered)),
-                                 {"x": calib.inputs["x"][:1]})
+                                 [{"x": calib.inputs["x"][:1]}])
     assert not checks["weights_bit_exact"] and checks["weights"]["mismatches"]
 
 
