@@ -14,6 +14,8 @@ Target options (``target.options``):
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,7 @@ class CoreMLBackend(Backend):
         path = Path(out_dir) / PACKAGE
         with atomic_path(path) as tmp:
             mlmodel.save(str(tmp))
+            stable_manifest(tmp)
             checks = {}
             if options.get("check", True):
                 feeds = check_feeds(qmodel, lowered.inputs, int(options.get("check_samples", 4)))
@@ -106,6 +109,22 @@ class CoreMLBackend(Backend):
                 "activation_scales_exact": activations["exact"], "activations": activations,
                 "structure_match": structure["match"], "structure": structure,
                 "readback_max_abs_error": numerics["max_abs_error"], "numerics": numerics}
+
+
+def stable_manifest(package: Path) -> None:
+    """Replace the random UUIDs coremltools writes into Manifest.json by ones derived from each item's path.
+
+    The package is then the same byte for byte for the same model; identifiers stay unique
+    within it, which is all Core ML asks of them.
+    """
+    manifest = Path(package) / "Manifest.json"
+    meta = json.loads(manifest.read_text())
+    fresh = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"irq:{entry['path']}"))
+             for old, entry in meta["itemInfoEntries"].items()}
+    meta["itemInfoEntries"] = {fresh[old]: entry for old, entry in sorted(meta["itemInfoEntries"].items(),
+                                                                          key=lambda kv: kv[1]["path"])}
+    meta["rootModelIdentifier"] = fresh[meta["rootModelIdentifier"]]
+    manifest.write_text(json.dumps(meta, indent=4) + "\n")
 
 
 def check_feeds(qmodel: QModel, inputs: list[dict[str, Any]], samples: int = 4,

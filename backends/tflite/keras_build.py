@@ -75,6 +75,9 @@ def build_keras(proto: onnx.ModelProto, graph: ir.Graph) -> KerasBuild:
     table = captured.get("layers")
     if model is None or table is None:
         raise LoweringError("onnx2tf returned no Keras model")
+    # Keras numbers its models per process (model_1, model_3, ...) and the number ends up in
+    # every .tflite tensor name: one fixed name makes the artifact the same byte for byte.
+    model._name = "model"
     build = KerasBuild(model, _input_specs(model, graph, table), _output_specs(model, graph, table))
     _attribute_layers(build, graph, table)
     return build
