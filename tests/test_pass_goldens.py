@@ -36,6 +36,17 @@ g (float[1,2,4,4] x) => (float[1,3,4,4] y)
   c = Conv (x, w, b)
   y = BatchNormalization <epsilon: float = 0.0> (c, s, bb, m, v)
 }"""),
+    # TF's SAME padding spelled as a Pad before a strided Conv (and one read by a Relu, left alone).
+    "fold-pad": ("fold-pad", """
+g (float[1,2,5,5] x) => (float[1,3,3,3] y, float[1,2,6,7] z)
+<float[3,2,3,3] w = {1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8,9,
+ 1,2,3,4,5,6,7,8,9}, int64[8] p = {0,0,0,1,0,0,1,1}, int64[8] q = {0,0,1,1,0,0,0,1}>
+{
+  xp = Pad (x, p)
+  y = Conv <strides = [2, 2], pads = [0, 0, 1, 0]> (xp, w)
+  xq = Pad (x, q)
+  z = Relu (xq)
+}"""),
     # A dead branch and an Identity chain go; the live path stays.
     "cleanup": ("cleanup", """
 g (float[1,4] x) => (float[1,4] y)

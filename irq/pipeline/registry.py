@@ -29,6 +29,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "fold-constants": "irq.passes.fold_constants:FoldConstants",
     "cleanup": "irq.passes.cleanup:Cleanup",
     "fold-bn": "irq.passes.fold_bn:FoldBatchNorm",
+    "fold-pad": "irq.passes.fold_pad:FoldPad",
     "analyze": "irq.passes.analyze:Analyze",
     "calibrate": "irq.passes.calibrate:Calibrate",
     "plan-precision": "irq.passes.plan_precision:PlanPrecision",

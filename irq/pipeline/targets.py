@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from irq.backends.base import Backend
 
 CLEANUP = "shape-inference,fold-constants,cleanup,fold-bn"
-STATIC = f"{CLEANUP},analyze,calibrate,plan-precision,insert-qdq"
+#: onnxruntime runs a Pad before a Conv as its own op (and, quantized, with its own Q/DQ pair).
+ONNX_CLEANUP = f"{CLEANUP},fold-pad"
+QUANTIZE = "analyze,calibrate,plan-precision,insert-qdq"
+STATIC = f"{ONNX_CLEANUP},{QUANTIZE}"
 #: Mobile converters lower recurrent layers badly (or not at all): unroll them into plain ops.
 MOBILE = f"{CLEANUP},decompose-rnn"
 #: onnx2tf guesses layouts; DepthToSpace between NHWC-origin Transposes defeats the guess.
@@ -47,18 +50,18 @@ _BACKENDS = {
 _S8 = Scheme(activation=QType.INT8, symmetric_activations=False)
 
 TARGETS: dict[str, Target] = {t.name: t for t in [
-    Target("onnx-fp32", "onnx", CLEANUP, default_precision=Precision.FP32,
+    Target("onnx-fp32", "onnx", ONNX_CLEANUP, default_precision=Precision.FP32,
            description="plain ONNX, cleaned up, no quantization"),
     Target("onnx-int8", "onnx", STATIC, Scheme(activation=QType.UINT8, reduce_range="auto"), needs_calibration=True,
            description="static int8 QDQ for onnxruntime on x86 (uint8 activations, int8 weights)"),
     Target("onnx-int8-arm", "onnx", STATIC, _S8, needs_calibration=True, options={"kernels": "arm"},
            description="static int8 QDQ for onnxruntime on Arm (int8 activations and weights)"),
-    Target("onnx-fp16", "onnx", f"{CLEANUP},to-fp16", default_precision=Precision.FP16,
+    Target("onnx-fp16", "onnx", f"{ONNX_CLEANUP},to-fp16", default_precision=Precision.FP16,
            description="float16 weights and compute, float32 I/O"),
-    Target("onnx-dynamic", "onnx", f"{CLEANUP},analyze,plan-precision,quantize-dynamic",
+    Target("onnx-dynamic", "onnx", f"{ONNX_CLEANUP},analyze,plan-precision,quantize-dynamic",
            Scheme(reduce_range="auto"), default_precision=Precision.DYNAMIC_INT8,
            description="dynamic int8: int8 MatMul/Gemm/Conv/RNN weights, float activations"),
-    Target("onnx-int4", "onnx", f"{CLEANUP},analyze,plan-precision,int4-weights",
+    Target("onnx-int4", "onnx", f"{ONNX_CLEANUP},analyze,plan-precision,int4-weights",
            Scheme(weight=QType.INT4), default_precision=Precision.INT4_WEIGHT,
            description="block-wise int4 MatMul weights (MatMulNBits), float activations"),
     Target("tflite-int8", "tflite", f"{TFLITE},analyze,calibrate,plan-precision", _S8,
@@ -74,7 +77,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("coreml-int8", "coreml", f"{MOBILE},analyze,plan-precision,insert-qdq{{activations=false}}",
            default_precision=Precision.INT8_WEIGHT, options={"compute": "fp16"},
            description="Core ML: int8 per-channel weights, fp16 compute"),
-    Target("coreml-w8a8", "coreml", STATIC.replace(CLEANUP, MOBILE), _S8, needs_calibration=True,
+    Target("coreml-w8a8", "coreml", f"{MOBILE},{QUANTIZE}", _S8, needs_calibration=True,
            options={"compute": "fp16"},
            description="Core ML: int8 weights and activations (iOS 17+)"),
     Target("coreml-fp16", "coreml", MOBILE, default_precision=Precision.FP16,
