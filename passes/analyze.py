@@ -86,8 +86,8 @@ def audit(graph: ir.Graph, model: ir.Model) -> dict[str, Any]:
     census = Counter(n.op_type if not n.domain else f"{n.domain}::{n.op_type}" for n in graph)
     param_bytes = sum(int(v.const_value.nbytes) for v in graph.initializers.values()
                       if v.const_value is not None)
-    param_count = sum(int(np.prod(v.shape.numpy())) if v.shape is not None else 0
-                      for v in graph.initializers.values())
+    # count the tensors themselves: shape inference may have merged a symbolic dim into a value's shape
+    param_count = sum(int(v.const_value.size) for v in graph.initializers.values() if v.const_value is not None)
     layers = []
     for node in graph:
         if node.op_type in COMPUTE_OPS and has_constant_weight(node):
