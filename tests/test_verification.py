@@ -287,3 +287,21 @@ def test_tflite_latency_against_a_float_tflite(fashion_model, fashion_calib, sma
     assert {r["case"] for r in report["crash_test"]} >= {"black", "nan-input"}
     assert "ONNX artifacts only" in report["layer_error"]["note"]
     validate_report(json.loads((tmp_path / "report.json").read_text()))
+
+
+def test_one_rule_for_error_figures_everywhere():
+    """Report, per-layer SQNR and sensitivity read one ErrorStats: non-finite output scores worst on all."""
+    import math
+
+    from irq.sensitivity import metrics as sens
+    from irq.verify.metrics import ErrorStats, error
+
+    r = np.ones((4, 3), np.float32)
+    bad = r.copy()
+    bad[1, 2] = np.nan
+    assert error(r, bad) == {"sqnr_db": -math.inf, "mse": math.inf, "cosine": -1.0, "max_abs": math.inf}
+    assert sens.sqnr([r], [bad], None) == -math.inf and sens.cosine([r], [bad], None) == -1.0
+    assert sens.neg_mse([r], [bad], None) == -math.inf
+    assert error(r, r)["sqnr_db"] == math.inf and sens.sqnr([r], [r], None) == math.inf
+    streamed = ErrorStats().add(r[:2], 0.5 * r[:2]).add(r[2:], 0.5 * r[2:]).result()
+    assert streamed == error(r, 0.5 * r) and abs(streamed["sqnr_db"] - 10 * math.log10(4)) < 1e-9

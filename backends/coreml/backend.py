@@ -37,6 +37,7 @@ from irq.backends.coreml.runner import CoreMLRunner
 from irq.errors import VerificationError
 from irq.io import atomic_path
 from irq.ir.ort import make_session
+from irq.verify.metrics import sample_cosines
 
 if TYPE_CHECKING:
     from irq.ir.model import QModel
@@ -161,8 +162,7 @@ def compare_with_onnxruntime(runner: Runner, qmodel: QModel, feeds: list[dict[st
     for index, out in enumerate(session.get_outputs()):
         e = np.stack([np.asarray(want[index], np.float64).ravel() for want, _ in pairs])
         g = np.stack([np.asarray(got[index], np.float64).ravel() for _, got in pairs])
-        norms = np.linalg.norm(e, axis=1) * np.linalg.norm(g, axis=1)
-        cosine = np.where(norms > 0, (e * g).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+        cosine = sample_cosines(e, g)
         outputs[out.name] = {"max_abs_error": float(np.max(np.abs(e - g), initial=0.0)),
                              "max_abs_reference": float(np.max(np.abs(e), initial=0.0)),
                              "min_cosine": float(cosine.min(initial=1.0))}

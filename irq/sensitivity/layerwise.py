@@ -16,7 +16,7 @@ from irq.data import DataSet
 from irq.ir.model import QModel, node_label
 from irq.ir.ort import batch_limit, make_session, with_outputs
 from irq.sensitivity.units import Unit
-from irq.verify.layer_error import ErrorAccumulator
+from irq.verify.metrics import ErrorStats
 
 
 def _values(graph: ir.Graph) -> dict[str, ir.Value]:
@@ -53,7 +53,7 @@ def pairs(base: QModel, quantized: QModel, units: list[Unit]) -> list[tuple[str,
     return found
 
 
-_Stats = ErrorAccumulator  # the same streaming figures as the report's per-layer SQNR
+_Stats = ErrorStats  # the same streaming figures as the report's per-layer SQNR
 
 
 def layer_errors(base: QModel, quantized: QModel, units: list[Unit], data: DataSet,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irq.errors import InputError
-from irq.verify.metrics import accuracy
+from irq.verify.metrics import ErrorStats, accuracy
 from irq.verify.metrics import agreement as top1_agreement
 
 MetricFn = Callable[[list[np.ndarray], list[np.ndarray], "np.ndarray | None"], float]
@@ -57,41 +57,24 @@ def agreement(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray |
 
 def sqnr(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
     """10 log10(signal / noise) over every output; -inf for non-finite outputs, inf when exact."""
-    signal = noise = 0.0
+    stats = ErrorStats()
     for r, o in zip(ref, out, strict=True):
-        r64, o64 = _flat(r), _flat(o)
-        if not np.isfinite(o64).all():
-            return float("-inf")
-        signal += float(np.sum(r64 ** 2))
-        noise += float(np.sum((r64 - o64) ** 2))
-    if noise == 0.0:
-        return float("inf")
-    return float(10.0 * math.log10(max(signal, 1e-30) / noise))
+        stats.add(_flat(r), _flat(o))
+    return stats.result()["sqnr_db"]
 
 
 def cosine(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
     """Mean per-sample cosine similarity, averaged over outputs (non-finite outputs score -1)."""
-    values = []
-    for r, o in zip(ref, out, strict=True):
-        r64, o64 = _flat(r), _flat(o)
-        if not np.isfinite(o64).all():
-            return -1.0
-        den = np.linalg.norm(r64, axis=1) * np.linalg.norm(o64, axis=1)
-        cos = np.where(den > 0, np.sum(r64 * o64, axis=1) / np.maximum(den, 1e-30), 1.0)
-        values.append(float(np.mean(cos)))
-    return float(np.mean(values))
+    return float(np.mean([ErrorStats().add(_flat(r), _flat(o)).result()["cosine"]
+                          for r, o in zip(ref, out, strict=True)]))
 
 
 def neg_mse(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
     """Minus the mean squared error over every output element (-inf for non-finite outputs)."""
-    total = count = 0.0
+    stats = ErrorStats()
     for r, o in zip(ref, out, strict=True):
-        d = _flat(r) - _flat(o)
-        if not np.isfinite(d).all():
-            return float("-inf")
-        total += float(np.sum(d ** 2))
-        count += d.size
-    return -total / max(count, 1.0)
+        stats.add(_flat(r), _flat(o))
+    return -stats.result()["mse"]
 
 
 BUILTIN: dict[str, MetricFn] = {"top1": top1, "agreement": agreement, "sqnr": sqnr, "cosine": cosine,

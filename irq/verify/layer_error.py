@@ -13,8 +13,6 @@ figures describe the Q/DQ arithmetic, not necessarily the fused integer kernels.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,42 +21,9 @@ import onnx
 
 from irq.data import DataSet
 from irq.ir.ort import batch_limit, make_session
+from irq.verify.metrics import ErrorStats
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-
-
-@dataclass
-class ErrorAccumulator:
-    """Streaming SQNR, MSE, cosine and max abs error between reference and output batches."""
-
-    signal: float = 0.0
-    noise: float = 0.0
-    cos_sum: float = 0.0
-    values: int = 0
-    samples: int = 0
-    max_abs: float = 0.0
-
-    def add(self, r: np.ndarray, o: np.ndarray) -> None:
-        """Accumulate one batch (samples on axis 0)."""
-        r64 = r.reshape(len(r), -1).astype(np.float64)
-        o64 = o.reshape(len(o), -1).astype(np.float64)
-        d = r64 - o64
-        self.signal += float(np.sum(r64 ** 2))
-        self.noise += float(np.sum(d ** 2))
-        self.values += d.size
-        self.max_abs = max(self.max_abs, float(np.max(np.abs(d))) if d.size else 0.0)
-        den = np.linalg.norm(r64, axis=1) * np.linalg.norm(o64, axis=1)
-        self.cos_sum += float(np.sum(np.where(den > 0, np.sum(r64 * o64, axis=1) / np.maximum(den, 1e-30), 1.0)))
-        self.samples += len(r)
-
-    def result(self) -> dict[str, float]:
-        """The figures over everything added."""
-        if not math.isfinite(self.noise):
-            sqnr = -math.inf
-        else:
-            sqnr = math.inf if self.noise == 0 else 10 * math.log10(max(self.signal, 1e-30) / self.noise)
-        return {"sqnr_db": sqnr, "mse": self.noise / max(self.values, 1), "cosine": self.cos_sum / max(self.samples, 1),
-                "max_abs": self.max_abs}
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
@@ -146,7 +111,7 @@ def layer_sqnr(float_model: bytes | onnx.ModelProto, artifact: Path | onnx.Model
     anames = [r["read_at"] for r in rows]
     finputs = [i.name for i in fsess.get_inputs()]
     ainputs = [i.name for i in asess.get_inputs()]
-    acc = [ErrorAccumulator() for _ in rows]
+    acc = [ErrorStats() for _ in rows]
     limit = min(x for x in (batch_limit(fsess), batch_limit(asess), batch_size) if x)
     seen = 0
     for batch in data.head(max_samples).batches(limit):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,21 +45,59 @@ def kl_divergence(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.sum(p * (np.log(np.maximum(p, 1e-30)) - np.log(np.maximum(q, 1e-30))), axis=1)
 
 
+def sample_cosines(r: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each sample (row) of two (N, ...) arrays; 1 where both are zero."""
+    r64 = r.reshape(len(r), -1).astype(np.float64)
+    o64 = o.reshape(len(o), -1).astype(np.float64)
+    den = np.linalg.norm(r64, axis=1) * np.linalg.norm(o64, axis=1)
+    return np.where(den > 0, np.sum(r64 * o64, axis=1) / np.maximum(den, 1e-30), 1.0)
+
+
+@dataclass
+class ErrorStats:
+    """SQNR, MSE, mean per-sample cosine and max abs error, accumulated batch by batch.
+
+    The one place these figures are computed (report, per-layer SQNR, sensitivity, budgets), with
+    one rule for non-finite outputs: a NaN or inf anywhere scores worst on every figure
+    (SQNR -inf, MSE and max error inf, cosine -1). Identical outputs give SQNR inf.
+    """
+
+    signal: float = 0.0
+    noise: float = 0.0
+    cos_sum: float = 0.0
+    values: int = 0
+    samples: int = 0
+    max_abs: float = 0.0
+    finite: bool = True
+
+    def add(self, r: np.ndarray, o: np.ndarray) -> ErrorStats:
+        """Accumulate one batch (samples on axis 0); returns itself."""
+        r64 = r.reshape(len(r), -1).astype(np.float64)
+        o64 = o.reshape(len(o), -1).astype(np.float64)
+        self.samples += len(r)
+        self.values += o64.size
+        if not np.isfinite(o64).all():
+            self.finite = False
+            return self
+        d = r64 - o64
+        self.signal += float(np.sum(r64 ** 2))
+        self.noise += float(np.sum(d ** 2))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(d))) if d.size else 0.0)
+        self.cos_sum += float(np.sum(sample_cosines(r64, o64)))
+        return self
+
+    def result(self) -> dict[str, float]:
+        """The figures over everything added."""
+        if not self.finite:
+            return {"sqnr_db": -math.inf, "mse": math.inf, "cosine": -1.0, "max_abs": math.inf}
+        sqnr = math.inf if self.noise == 0 else 10 * math.log10(max(self.signal, 1e-30) / self.noise)
+        return {"sqnr_db": sqnr, "mse": self.noise / max(self.values, 1), "cosine": self.cos_sum / max(self.samples, 1),
+                "max_abs": self.max_abs}
+
+
 def error(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """MSE, SQNR (dB), mean per-sample cosine and max abs error; non-finite outputs count."""
-    r = ref.reshape(len(ref), -1).astype(np.float64)
-    o = out.reshape(len(out), -1).astype(np.float64)
-    finite = bool(np.isfinite(o).all())
-    diff = np.nan_to_num(r - o, nan=np.inf)
-    mse = float(np.mean(diff**2)) if finite else float("inf")
-    noise = float(np.sum(diff**2))
-    signal = float(np.sum(r**2))
-    sqnr = float(10 * np.log10(signal / noise)) if noise > 0 else float("inf")
-    num = np.sum(r * o, axis=1)
-    den = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
-    cos = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
-    return {"mse": mse, "sqnr_db": sqnr if finite else float("-inf"), "cosine": float(np.mean(cos)),
-            "max_abs": float(np.max(np.abs(diff))) if diff.size else 0.0}
+    """MSE, SQNR (dB), mean per-sample cosine and max abs error (see :class:`ErrorStats`)."""
+    return ErrorStats().add(ref, out).result()
 
 
 def per_class_drop(ref: np.ndarray, out: np.ndarray, labels: np.ndarray, worst: int = 5) -> list[dict[str, Any]]:
