@@ -123,6 +123,13 @@ def build_cases(data: DataSet, float_model: onnx.ModelProto, options: CrashTestO
             Case("inf-input", filled(only_floats(poke([np.inf, -np.inf], 0.1))),
                  "+/-inf in 10% of values, sample 0 all inf", nonfinite=True),
         ]
+    return cases + _aspect_cases(data, float_model, real, ranges, floats, rng)
+
+
+def _aspect_cases(data: DataSet, float_model: onnx.ModelProto, real: dict[str, np.ndarray],
+                  ranges: dict[str, tuple[float, float]], floats: list[str], rng: np.random.Generator) -> list[Case]:
+    """Image inputs at an odd size and aspect, where the model takes any size."""
+    cases = []
     for k in floats:
         if data.batch_axis(k) != 0 or k in data.row_feeds:
             continue  # rows are not (N, C, H, W) images
