@@ -16,31 +16,17 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from irq.errors import PassError
-from irq.ir.edit import Namer, add_initializer, new_node, replace_input
+from irq.ir.edit import Namer, add_initializer, add_to_bias, new_node, replace_input
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import activation_spec, quantize_bias, quantize_weight
 from irq.quant.spec import Precision, QType, QuantSpec, TensorRange
-from irq.quant.weight_range import range_decision, weight_qtype
+from irq.quant.weight_range import range_decision, weight_axis, weight_qtype
 
 #: Ops whose output takes the input's quantization parameters (they only move values).
 PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
                          "Slice", "Split", "Identity"})
 _MS = "com.microsoft"
-
-
-def weight_axis(node: ir.Node, rank: int) -> int | None:
-    """The output-channel axis of a layer's weight (input 1)."""
-    op = node.op_type
-    if op == "Conv":
-        return 0
-    if op == "ConvTranspose":
-        return 1 if node.attributes.get_int("group", 1) == 1 else None
-    if op == "Gemm":
-        return 0 if node.attributes.get_int("transB", 0) else 1
-    if op == "MatMul":
-        return rank - 1 if rank >= 2 else None
-    return None
 
 
 def _fusable_activation(node: ir.Node) -> bool:
@@ -200,6 +186,9 @@ class _Rewriter:
         # packed INT4 storage would need opset 21, which changes other ops' signatures.
         qtype = weight_qtype(node, self._q.scheme)
         w_q, scales = quantize_weight(w, axis, qtype)
+        shift = self._q.bias_shifts.get(label)
+        if shift is not None and node.op_type in ("Conv", "Gemm"):
+            add_to_bias(self._graph, self._namer, node, shift)  # what rounding these weights shifts, measured
         key = (id(w_value), axis, qtype)
         if key not in self._weights:  # a weight shared by several layers is stored once
             self._weights[key] = self._dequantize_const(w_q, scales, axis, w_value.name or f"{label}.weight")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -205,3 +207,29 @@ def test_fp16_handles_integer_casts_and_clamps():
     q = quantize(from_proto(proto, "pool"), get_target("onnx-fp16"))
     feeds = {"ids": ids.numpy(), "mask": mask.numpy()}
     np.testing.assert_allclose(run_onnx(q.to_proto(), feeds)[0], run_onnx(proto, feeds)[0], atol=2e-3)
+
+
+def test_bias_correction_removes_the_mean_shift_of_rounded_weights(tiny_cnn_proto):
+    """Per channel, the int8 model's mean output error shrinks; a layer kept float keeps its own bias."""
+    from irq.frontends.onnx_file import from_proto as load
+    from irq.quant.spec import LayerDecision
+
+    calib = DataSet({"input": _x(64, seed=1)})
+    x = _x(64, seed=2)
+    want = run_onnx(tiny_cnn_proto, {"input": x})[0]
+    plain = quantize(load(tiny_cnn_proto, "t"), get_target("onnx-int8"), calib,
+                     pipeline=get_target("onnx-int8").pipeline.replace("bias-correct,", ""))
+    corrected = quantize(load(tiny_cnn_proto, "t"), get_target("onnx-int8"), calib)
+    assert "bias-correct" in corrected.history and corrected.analysis["bias_correction"]["layers"] == 4
+    shift = [np.abs((run_onnx(q.to_proto(), {"input": x})[0] - want).mean(axis=0)).mean() for q in (plain, corrected)]
+    assert shift[1] < 0.7 * shift[0], shift
+
+    base = PassManager(parse_pipeline("shape-inference,fold-constants,cleanup,fold-bn,analyze,calibrate,"
+                                      "plan-precision,bias-correct"))(
+        dataclasses.replace(load(tiny_cnn_proto, "t"), calibration=calib)).model
+    first = next(n for n in base.graph if n.op_type == "Conv")
+    label, bias = first.name, first.inputs[2].const_value.numpy().copy()
+    base.plan[label] = LayerDecision(Precision.FP32, "kept", source=None)
+    done = PassManager(parse_pipeline("insert-qdq"))(base).model
+    node = next(n for n in done.graph if n.name == label)
+    assert np.array_equal(node.inputs[2].const_value.numpy(), bias)  # float layer: untouched bias

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from irq.ir.model import constant_array, node_label
+
 
 class UniqueNames:
     """Hands out names never handed out (or reserved) before: ``base``, ``base_1``, ..."""
@@ -115,3 +117,13 @@ def scope_safe_name(raw: str, used: set[str], prefix: str) -> str:
         name = f"{base}_{i}"
     used.add(name)
     return name
+
+
+def add_to_bias(graph: ir.Graph, namer: Namer, node: ir.Node, shift: np.ndarray) -> None:
+    """The layer's bias plus ``shift``, in a fresh initializer (a shared bias stays as it was for others)."""
+    old = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    bias = shift if old is None else (old.astype(np.float64) + shift.reshape(old.shape)).astype(np.float32)
+    value = add_initializer(graph, namer, bias, f"{node_label(node)}.bias_corrected")
+    if len(node.inputs) < 3:
+        node.resize_inputs(3)
+    node.replace_input_with(2, value)

@@ -41,6 +41,9 @@ class QModel:
     planned: bool = False
     #: The pass that rewrote the graph after the plan was made ("" while the plan is current).
     stale_plan: str = ""
+    #: Per layer, the mean output shift its quantized weights cause (bias-correct measures it,
+    #: insert-qdq adds it to the bias of each layer whose weights it quantizes).
+    bias_shifts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def graph(self) -> ir.Graph:
@@ -69,7 +72,7 @@ class QModel:
         model = ir.serde.deserialize_model(self.to_proto())
         return dataclasses.replace(self, model=model, ranges=dict(self.ranges),
                                    plan=dict(self.plan), analysis=dict(self.analysis),
-                                   history=list(self.history))
+                                   history=list(self.history), bias_shifts=dict(self.bias_shifts))
 
     def save(self, path: Path) -> None:
         """Write the graph as one self-contained ONNX file (atomically)."""

@@ -33,6 +33,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "analyze": "irq.passes.analyze:Analyze",
     "calibrate": "irq.passes.calibrate:Calibrate",
     "plan-precision": "irq.passes.plan_precision:PlanPrecision",
+    "bias-correct": "irq.passes.bias_correct:BiasCorrect",
     "insert-qdq": "irq.passes.insert_qdq:InsertQDQ",
     "quantize-dynamic": "irq.passes.quantize_dynamic:QuantizeDynamic",
     "to-fp16": "irq.passes.to_fp16:ToFP16",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 CLEANUP = "shape-inference,fold-constants,cleanup,fold-bn"
 #: onnxruntime runs a Pad before a Conv as its own op (and, quantized, with its own Q/DQ pair).
 ONNX_CLEANUP = f"{CLEANUP},fold-pad"
-QUANTIZE = "analyze,calibrate,plan-precision,insert-qdq"
+QUANTIZE = "analyze,calibrate,plan-precision,bias-correct,insert-qdq"
 STATIC = f"{ONNX_CLEANUP},{QUANTIZE}"
 #: Mobile converters lower recurrent layers badly (or not at all): unroll them into plain ops.
 MOBILE = f"{CLEANUP},decompose-rnn"

@@ -72,7 +72,10 @@ def split_pipeline(target: Target) -> tuple[str, str, str]:
     cut = plan_index(passes)
     if cut is None:
         raise InputError(f"target {target.name} does not quantize (no plan-precision pass); nothing to train")
-    head, tail = passes[:cut], passes[cut:]
+    from irq.passes.bias_correct import BiasCorrect
+
+    # training sees the rounded weights and absorbs their shift: a measured correction would count it twice
+    head, tail = passes[:cut], [p for p in passes[cut:] if not isinstance(p, BiasCorrect)]
     extra = [p.name for p in tail if p.name not in TAIL_PASSES]
     if extra:
         raise InputError(f"target {target.name}: QAT simulates static Q/DQ quantization; its pipeline ends "

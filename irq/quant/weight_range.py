@@ -69,3 +69,17 @@ def weight_qtype(node: ir.Node, scheme: Scheme) -> QType:
     if reduces_range(scheme) and node.op_type in _GEMM_OPS and not is_depthwise(node):
         return QType.INT7
     return QType.INT8
+
+
+def weight_axis(node: ir.Node, rank: int) -> int | None:
+    """The output-channel axis of a layer's weight (input 1)."""
+    op = node.op_type
+    if op == "Conv":
+        return 0
+    if op == "ConvTranspose":
+        return 1 if node.attributes.get_int("group", 1) == 1 else None
+    if op == "Gemm":
+        return 0 if node.attributes.get_int("transB", 0) else 1
+    if op == "MatMul":
+        return rank - 1 if rank >= 2 else None
+    return None

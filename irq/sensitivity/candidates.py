@@ -39,6 +39,9 @@ def split_pipeline(target: Target, pipeline: str | None = None) -> tuple[str, st
     if at is None:
         raise InputError(f"target {target.name} has no precision plan (no plan-precision in its pipeline "
                          f"{format_pipeline(passes)!r}): sensitivity needs a quantizing target")
+    # measurements right after the plan (bias-correct) belong to the one shared calibration
+    while at + 1 < len(passes) and not passes[at + 1].rewrites_graph:
+        at += 1
     return format_pipeline(passes[:at + 1]), format_pipeline(passes[at + 1:])
 
 

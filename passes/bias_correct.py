@@ -1,0 +1,123 @@
+"""Bias correction: each int8 Conv/Gemm's bias absorbs the mean output shift its rounded weights cause.
+
+Rounding weights to int8 shifts a layer's expected output: E[conv(x, W)] - E[conv(x, W_q)] =
+E[conv(x, W - W_q)], per output channel. Depthwise convs (a few weights a channel) shift most,
+and the shift compounds layer after layer (Nagel et al., "Data-Free Quantization", 2019). This
+pass measures it on the calibration data in one float run: every corrected layer gets a probe,
+the same op on the same input with weights W - W_q, reduced to a per-channel mean, so the error
+is measured exactly (padding included) and nothing but those means is kept. W_q is what
+insert-qdq will write (same scales, integer range and granularity). The pass only measures
+(``qmodel.bias_shifts``); insert-qdq adds a layer's shift to its bias when it quantizes that
+layer's weights, so a layer the budget search keeps float keeps its own bias. Run it between
+plan-precision and insert-qdq: ``...,calibrate,plan-precision,bias-correct,insert-qdq``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import helper, numpy_helper
+
+from irq.ir.model import QModel, constant_array, node_label
+from irq.ir.ort import batch_limit, make_session
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.arith import dequantize, quantize_weight
+from irq.quant.spec import Precision
+from irq.quant.weight_range import weight_axis, weight_qtype
+
+_CORRECTED = (Precision.INT8, Precision.INT16, Precision.INT8_WEIGHT)
+
+
+def _plain_gemm(node: ir.Node) -> bool:
+    attrs = node.attributes
+    return attrs.get_int("transA", 0) == 0 and attrs.get_float("alpha", 1.0) == 1.0 and \
+        attrs.get_float("beta", 1.0) == 1.0
+
+
+def _targets(qmodel: QModel) -> list[tuple[ir.Node, np.ndarray, int]]:
+    """(layer, W - W_q, output-channel axis of the layer's output) for each layer to correct."""
+    found = []
+    for node in qmodel.graph:
+        decision = qmodel.plan.get(node_label(node))
+        if decision is None or decision.precision not in _CORRECTED or node.op_type not in ("Conv", "Gemm"):
+            continue
+        if node.op_type == "Gemm" and not _plain_gemm(node):
+            continue
+        w = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        if w is None or w.dtype != np.float32 or node.inputs[0] is None or node.inputs[0].const_value is not None:
+            continue
+        axis = weight_axis(node, w.ndim) if decision.per_channel else None
+        q, scales = quantize_weight(w, axis, weight_qtype(node, qmodel.scheme))
+        residual = w - dequantize(q, scales, np.zeros_like(scales, dtype=np.int64), axis)
+        found.append((node, residual.astype(np.float32), 1))
+    return found
+
+
+def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray, int]]) -> onnx.ModelProto:
+    """The float model with one extra output per layer: the per-channel mean of op(x, W - W_q)."""
+    proto = qmodel.to_proto()
+    graph = proto.graph
+    del graph.output[:]
+    for i, (node, residual, channel) in enumerate(targets):
+        name = f"irq_bias_probe_{i}"
+        graph.initializer.append(numpy_helper.from_array(residual, f"{name}_w"))
+        attrs = {a.name: helper.get_attribute_value(a) for a in ir.serde.serialize_node(node).attribute}
+        graph.node.append(helper.make_node(node.op_type, [node.inputs[0].name or "", f"{name}_w"], [f"{name}_y"],
+                                           name=f"{name}_op", **attrs))
+        rank = len(node.outputs[0].shape) if node.outputs[0].shape is not None else (2 if node.op_type == "Gemm" else 4)
+        axes = [a for a in range(rank) if a != channel]
+        graph.initializer.append(numpy_helper.from_array(np.asarray(axes, np.int64), f"{name}_axes"))
+        graph.node.append(helper.make_node("ReduceMean", [f"{name}_y", f"{name}_axes"], [name], keepdims=0))
+        graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    if max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) < 18:
+        for node in graph.node:  # ReduceMean took its axes as an attribute before opset 18
+            if node.op_type == "ReduceMean" and len(node.input) == 2 and node.input[1].endswith("_axes"):
+                values = numpy_helper.to_array(next(i for i in graph.initializer if i.name == node.input[1]))
+                del node.input[1]
+                node.attribute.append(helper.make_attribute("axes", [int(a) for a in values]))
+    return proto
+
+
+@dataclass(frozen=True)
+class BiasCorrect(Pass):
+    """Shift each int8 Conv/Gemm's bias by the mean output error of its quantized weights."""
+
+    name = "bias-correct"
+    rewrites_graph = False
+    samples: int = 64
+    batch_size: int = 16
+
+    def requires(self, qmodel: QModel) -> list[str]:
+        """A current plan and calibration data to measure on."""
+        missing = qmodel.plan_problems()
+        if qmodel.calibration is None:
+            missing.append("there is no calibration data to measure the shift on (--calib)")
+        return missing
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Measure every planned layer's shift in one float run and fold it into its bias."""
+        targets = _targets(qmodel)
+        if not targets or qmodel.calibration is None:
+            qmodel.analysis["bias_correction"] = {"layers": 0}
+            return PassResult(qmodel, False)
+        session = make_session(_probe_model(qmodel, targets).SerializeToString())
+        data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
+        names = {i.name for i in session.get_inputs()}
+        size = max(1, min(self.batch_size, data.max_batch() or self.batch_size,
+                          batch_limit(session) or self.batch_size))
+        sums: list[np.ndarray] = []
+        for start in range(0, len(data), size):
+            stop = min(start + size, len(data))
+            feed = {k: v for k, v in data.feed(start, stop).items() if k in names}
+            means = [m.astype(np.float64) * (stop - start) for m in session.run(None, feed)]
+            sums = means if not sums else [s + m for s, m in zip(sums, means, strict=True)]
+        shifts = [s / len(data) for s in sums]
+        qmodel.bias_shifts.update({node_label(node): shift.astype(np.float32)
+                                   for (node, _, _), shift in zip(targets, shifts, strict=True)})
+        largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)
+        qmodel.analysis["bias_correction"] = {"layers": len(targets), "samples": len(data),
+                                              "largest_shift": largest}
+        return PassResult(qmodel, True)
