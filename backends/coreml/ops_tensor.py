@@ -230,3 +230,20 @@ def constant_of_shape(ctx: LoweringContext, node: ir.Node):
     value = attr(node, "value")
     fill = value.numpy().reshape(-1) if value is not None else np.zeros(1, np.float32)
     return np.full([int(d) for d in dims], fill[0], fill.dtype)
+
+
+@lowers("DepthToSpace")
+def depth_to_space(ctx: LoweringContext, node: ir.Node):
+    """Channels into blocks: CRD is MIL's pixel_shuffle; DCR first reorders the channels into CRD order."""
+    block = int(attr(node, "blocksize"))
+    mode = attr(node, "mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    x = ctx.tensor(node, 0)
+    if mode == "DCR":
+        channels = ctx.shape(node, 0)[1] // (block * block)
+        # CRD channel c * b^2 + k holds what DCR keeps at k * C' + c
+        order = np.array([k * channels + c for c in range(channels) for k in range(block * block)], np.int32)
+        x = mb.gather(x=x, indices=order, axis=1, name=ctx.name(node) + "_crd")
+    elif mode != "CRD":
+        raise ctx.error(f"DepthToSpace node {node.name!r}: mode {mode!r} is not DCR or CRD")
+    return mb.pixel_shuffle(x=x, upscale_factor=block, name=ctx.name(node))

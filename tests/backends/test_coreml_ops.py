@@ -111,6 +111,8 @@ CASES = [
     one("AveragePool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, x_shape=(1, 2, 7, 7)),
     one("AveragePool", kernel_shape=[3, 3], auto_pad="SAME_UPPER", strides=[2, 2]),
     one("GlobalAveragePool"),
+    one("DepthToSpace", x_shape=(1, 8, 3, 2), blocksize=2, mode="DCR"),
+    one("DepthToSpace", x_shape=(1, 8, 3, 2), blocksize=2, mode="CRD"),
     one("GlobalMaxPool"),
     one("ReduceMean", axes=[1, -1], keepdims=0),
     one("ReduceMean", inits={"axes": i64(2, 3)}, opset=18),
