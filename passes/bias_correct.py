@@ -67,7 +67,7 @@ def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray, int]])
         attrs = {a.name: helper.get_attribute_value(a) for a in ir.serde.serialize_node(node).attribute}
         graph.node.append(helper.make_node(node.op_type, [node.inputs[0].name or "", f"{name}_w"], [f"{name}_y"],
                                            name=f"{name}_op", **attrs))
-        rank = len(node.outputs[0].shape) if node.outputs[0].shape is not None else (2 if node.op_type == "Gemm" else 4)
+        rank = 2 if node.op_type == "Gemm" else residual.ndim  # a Conv's output has its weight's rank
         axes = [a for a in range(rank) if a != channel]
         graph.initializer.append(numpy_helper.from_array(np.asarray(axes, np.int64), f"{name}_axes"))
         graph.node.append(helper.make_node("ReduceMean", [f"{name}_y", f"{name}_axes"], [name], keepdims=0))

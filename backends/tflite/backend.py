@@ -37,9 +37,9 @@ from irq.backends.tflite.offline import (
 from irq.backends.tflite.runner import TFLiteRunner, sidecar_path, sidecar_text
 from irq.errors import LoweringError
 from irq.io import atomic_path, atomic_write_text
-from irq.ir.edit import scope_safe_name
+from irq.ir.edit import Namer, add_to_bias, scope_safe_name
 from irq.ir.model import node_label
-from irq.quant.spec import TensorRange
+from irq.quant.spec import Precision, TensorRange
 
 if TYPE_CHECKING:
     from irq.data import DataSet
@@ -72,6 +72,8 @@ class TFLiteBackend(Backend):
         started = time.perf_counter()
         graph_model = _prepared_graph(qmodel)
         graph = graph_model.graph
+        if mode == "int8":
+            _correct_biases(qmodel, graph)
         hazards.check_float_graph(graph, qmodel.name)
         renamed = _scope_safe_node_names(graph)
         # This function's view of the plan uses the private graph's (TensorFlow-safe) node names.
@@ -156,6 +158,24 @@ def _with_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     with contextlib.suppress(onnx.shape_inference.InferenceError):
         proto = onnx.shape_inference.infer_shapes(proto)
     return proto
+
+
+def _correct_biases(qmodel: QModel, graph: ir.Graph) -> None:
+    """Add bias-correct's measured shifts to the int8 Convs' float biases before the converter sees them.
+
+    The converter rounds Conv weights as insert-qdq would (symmetric, per channel, [-127, 127]),
+    so the shift measured for those weights holds. Dense layers are left alone: the converter
+    quantizes them per tensor, not per channel as the shift was measured.
+    """
+    if not qmodel.bias_shifts:
+        return
+    namer = Namer(graph)
+    for node in graph:
+        label = node_label(node)
+        decision = qmodel.plan.get(label)
+        if node.op_type == "Conv" and label in qmodel.bias_shifts and decision is not None \
+                and decision.precision is Precision.INT8 and decision.per_channel:
+            add_to_bias(graph, namer, node, qmodel.bias_shifts[label])
 
 
 def _prepared_graph(qmodel: QModel) -> ir.Model:
