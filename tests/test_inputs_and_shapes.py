@@ -128,6 +128,13 @@ def _stateful_rows(n: int = 24) -> dict[str, np.ndarray]:
             "state": rng.normal(size=(n, 2, 1, 8)).astype(np.float32), "sr": np.full(n, 16000, np.int64)}
 
 
+def _stateful_file(tmp_path, rows: int):
+    """The stateful model saved to a file, and ``rows`` rows of its data."""
+    path = tmp_path / "stateful.onnx"
+    onnx.save(_stateful_model(), path)
+    return path, DataSet(_stateful_rows(rows))
+
+
 def test_rank_plus_one_arrays_are_whole_feeds():
     qm = from_proto(_stateful_model(), "stateful")
     data = conform(DataSet(_stateful_rows()), qm.graph)
@@ -151,9 +158,7 @@ def test_batch_axis_flag_puts_rows_on_the_named_axis():
 
 
 def test_stateful_model_compiles_and_verifies_with_its_state_outputs(tmp_path):
-    path = tmp_path / "stateful.onnx"
-    onnx.save(_stateful_model(), path)
-    data = DataSet(_stateful_rows(32))
+    path, data = _stateful_file(tmp_path, 32)
     report = irq.compile(path, "onnx-int8", tmp_path / "out", calib=data, eval=data, measure_latency=False)
     per = report["error"]["per_output"]
     assert set(per) == {"y", "state_out"} and per["y"]["sqnr_db"] > 25 and per["state_out"]["sqnr_db"] > 25
@@ -162,9 +167,7 @@ def test_stateful_model_compiles_and_verifies_with_its_state_outputs(tmp_path):
 
 def test_core_ml_checks_a_state_input_whose_batch_is_not_axis_0(tmp_path):
     """The package's read-back check feeds calibration rows where the data says ([2, batch, 8] state)."""
-    path = tmp_path / "stateful.onnx"
-    onnx.save(_stateful_model(), path)
-    data = DataSet(_stateful_rows(16))
+    path, data = _stateful_file(tmp_path, 16)
     report = irq.compile(path, "coreml-int8", tmp_path / "out", calib=data, eval=data, measure_latency=False,
                          input_values={"sr": 16000})
     numerics = report["artifact_info"]["checks"]["numerics"]
@@ -178,9 +181,7 @@ def test_budget_search_workers_feed_state_rows_as_whole_feeds(tmp_path):
     from irq.sensitivity.metrics import Criterion
     from irq.sensitivity.mixed import SearchOptions
 
-    path = tmp_path / "stateful.onnx"
-    onnx.save(_stateful_model(), path)
-    data = DataSet(_stateful_rows(16))
+    path, data = _stateful_file(tmp_path, 16)
     search = SearchOptions(SensitivityOptions(subset=8, confirm=1, workers=2), max_evals=4, full_curve=False)
     report = irq.compile(path, "onnx-int8", tmp_path / "out", calib=data, eval=data, measure_latency=False,
                          criterion=Criterion("cosine", 0.5), search=search)
@@ -203,9 +204,7 @@ def test_stored_data_keeps_where_rows_go():
 
 
 def test_frozen_input_is_removed_and_checked(tmp_path):
-    path = tmp_path / "stateful.onnx"
-    onnx.save(_stateful_model(), path)
-    data = DataSet(_stateful_rows(16))
+    path, data = _stateful_file(tmp_path, 16)
     report = irq.compile(path, "onnx-fp32", tmp_path / "out", calib=data, eval=data, measure_latency=False,
                          input_values={"sr": 16000})
     assert report["frozen_inputs"] == {"sr": 16000}
