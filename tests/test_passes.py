@@ -233,3 +233,9 @@ def test_bias_correction_removes_the_mean_shift_of_rounded_weights(tiny_cnn_prot
     done = PassManager(parse_pipeline("insert-qdq"))(base).model
     node = next(n for n in done.graph if n.name == label)
     assert np.array_equal(node.inputs[2].const_value.numpy(), bias)  # float layer: untouched bias
+
+
+def test_bias_correction_without_calibration_data_says_so(tiny_cnn_proto):
+    """coreml-int8 needs no calibration data: with none, bias-correct measures nothing and the IR says why."""
+    q = quantize(from_proto(tiny_cnn_proto, "t"), get_target("coreml-int8"))
+    assert q.analysis["bias_correction"] == {"layers": 0, "skipped": "no calibration data"} and not q.bias_shifts

@@ -74,7 +74,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            description="TFLite dynamic-range: int8 weights, float activations"),
     Target("tflite-fp32", "tflite", TFLITE, default_precision=Precision.FP32,
            options={"mode": "fp32"}, description="TFLite float32, no quantization"),
-    Target("coreml-int8", "coreml", f"{MOBILE},analyze,plan-precision,insert-qdq{{activations=false}}",
+    Target("coreml-int8", "coreml", f"{MOBILE},analyze,plan-precision,bias-correct,insert-qdq{{activations=false}}",
            default_precision=Precision.INT8_WEIGHT, options={"compute": "fp16"},
            description="Core ML: int8 per-channel weights, fp16 compute"),
     Target("coreml-w8a8", "coreml", f"{MOBILE},{QUANTIZE}", _S8, needs_calibration=True,
