@@ -26,7 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irq.errors import InputError, ModelImportError
-from irq.ir.edit import scope_safe_name
+from irq.ir.edit import UniqueNames, scope_safe_name
 from irq.ir.model import QModel
 
 from .onnx_file import from_proto
@@ -99,11 +99,11 @@ def _safe_names(proto: onnx.ModelProto) -> None:
     """
     g = proto.graph
     keep = {v.name for v in (*g.input, *g.output)}
-    used = set(keep)
+    names = UniqueNames(keep)
     renamed: dict[str, str] = {}
 
     def fresh(name: str) -> str:
-        return scope_safe_name(name.split(";")[0], used, "v")
+        return scope_safe_name(name.split(";")[0], names, "v")
 
     for t in g.initializer:
         if t.name not in keep:

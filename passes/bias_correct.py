@@ -37,8 +37,8 @@ def _plain_gemm(node: ir.Node) -> bool:
         attrs.get_float("beta", 1.0) == 1.0
 
 
-def _targets(qmodel: QModel) -> list[tuple[ir.Node, np.ndarray, int]]:
-    """(layer, W - W_q, output-channel axis of the layer's output) for each layer to correct."""
+def _targets(qmodel: QModel) -> list[tuple[ir.Node, np.ndarray]]:
+    """(layer, W - W_q) for each layer to correct."""
     found = []
     for node in qmodel.graph:
         decision = qmodel.plan.get(node_label(node))
@@ -52,32 +52,34 @@ def _targets(qmodel: QModel) -> list[tuple[ir.Node, np.ndarray, int]]:
         axis = weight_axis(node, w.ndim) if decision.per_channel else None
         q, scales = quantize_weight(w, axis, weight_qtype(node, qmodel.scheme))
         residual = w - dequantize(q, scales, np.zeros_like(scales, dtype=np.int64), axis)
-        found.append((node, residual.astype(np.float32), 1))
+        found.append((node, residual.astype(np.float32)))
     return found
 
 
-def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray, int]]) -> onnx.ModelProto:
-    """The float model with one extra output per layer: the per-channel mean of op(x, W - W_q)."""
+def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray]]) -> onnx.ModelProto:
+    """The float model with one extra output per layer: the per-channel mean of op(x, W - W_q).
+
+    Conv and Gemm outputs both hold their channels on axis 1.
+    """
     proto = qmodel.to_proto()
     graph = proto.graph
     del graph.output[:]
-    for i, (node, residual, channel) in enumerate(targets):
+    axes_as_input = max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 18
+    for i, (node, residual) in enumerate(targets):
         name = f"irq_bias_probe_{i}"
         graph.initializer.append(numpy_helper.from_array(residual, f"{name}_w"))
         attrs = {a.name: helper.get_attribute_value(a) for a in ir.serde.serialize_node(node).attribute}
         graph.node.append(helper.make_node(node.op_type, [node.inputs[0].name or "", f"{name}_w"], [f"{name}_y"],
                                            name=f"{name}_op", **attrs))
         rank = 2 if node.op_type == "Gemm" else residual.ndim  # a Conv's output has its weight's rank
-        axes = [a for a in range(rank) if a != channel]
-        graph.initializer.append(numpy_helper.from_array(np.asarray(axes, np.int64), f"{name}_axes"))
-        graph.node.append(helper.make_node("ReduceMean", [f"{name}_y", f"{name}_axes"], [name], keepdims=0))
+        axes = [0, *range(2, rank)]
+        if axes_as_input:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(axes, np.int64), f"{name}_axes"))
+            mean = helper.make_node("ReduceMean", [f"{name}_y", f"{name}_axes"], [name], keepdims=0)
+        else:  # ReduceMean took its axes as an attribute before opset 18
+            mean = helper.make_node("ReduceMean", [f"{name}_y"], [name], keepdims=0, axes=axes)
+        graph.node.append(mean)
         graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    if max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) < 18:
-        for node in graph.node:  # ReduceMean took its axes as an attribute before opset 18
-            if node.op_type == "ReduceMean" and len(node.input) == 2 and node.input[1].endswith("_axes"):
-                values = numpy_helper.to_array(next(i for i in graph.initializer if i.name == node.input[1]))
-                del node.input[1]
-                node.attribute.append(helper.make_attribute("axes", [int(a) for a in values]))
     return proto
 
 
@@ -95,7 +97,7 @@ class BiasCorrect(Pass):
         return qmodel.plan_problems()
 
     def run(self, qmodel: QModel) -> PassResult:
-        """Measure every planned layer's shift in one float run and fold it into its bias."""
+        """Measure every planned layer's shift in one float run (insert-qdq adds it to the bias)."""
         targets = _targets(qmodel)
         if not targets or qmodel.calibration is None:
             why = "no calibration data" if qmodel.calibration is None else "no int8 Conv/Gemm"
@@ -106,15 +108,14 @@ class BiasCorrect(Pass):
         names = {i.name for i in session.get_inputs()}
         size = max(1, min(self.batch_size, data.max_batch() or self.batch_size,
                           batch_limit(session) or self.batch_size))
-        sums: list[np.ndarray] = []
+        sums: list[np.ndarray | float] = [0.0] * len(targets)
         for start in range(0, len(data), size):
             stop = min(start + size, len(data))
-            feed = {k: v for k, v in data.feed(start, stop).items() if k in names}
-            means = [m.astype(np.float64) * (stop - start) for m in session.run(None, feed)]
-            sums = means if not sums else [s + m for s, m in zip(sums, means, strict=True)]
+            means = session.run(None, {k: v for k, v in data.feed(start, stop).items() if k in names})
+            sums = [s + m.astype(np.float64) * (stop - start) for s, m in zip(sums, means, strict=True)]
         shifts = [s / len(data) for s in sums]
-        qmodel.bias_shifts.update({node_label(node): shift.astype(np.float32)
-                                   for (node, _, _), shift in zip(targets, shifts, strict=True)})
+        qmodel.bias_shifts.update({node_label(node): np.asarray(shift, np.float32)
+                                   for (node, _), shift in zip(targets, shifts, strict=True)})
         largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)
         qmodel.analysis["bias_correction"] = {"layers": len(targets), "samples": len(data),
                                               "largest_shift": largest}

@@ -37,7 +37,7 @@ from irq.backends.tflite.offline import (
 from irq.backends.tflite.runner import TFLiteRunner, sidecar_path, sidecar_text
 from irq.errors import LoweringError
 from irq.io import atomic_path, atomic_write_text
-from irq.ir.edit import Namer, add_to_bias, scope_safe_name
+from irq.ir.edit import Namer, UniqueNames, add_to_bias, scope_safe_name
 from irq.ir.model import node_label
 from irq.quant.spec import Precision, TensorRange
 
@@ -189,13 +189,13 @@ def _scope_safe_node_names(graph: ir.Graph) -> dict[str, str]:
     onnx2tf names Keras layers after ONNX nodes. Returns old label -> new label for every node
     renamed; value names are left alone (ranges and the runner use them).
     """
-    used = {n.name for n in graph if n.name}
+    names = UniqueNames({n.name for n in graph if n.name})
     renamed = {}
     for node in graph:
         if node.name and _SCOPE.fullmatch(node.name):
             continue
         old = node_label(node)
-        node.name = scope_safe_name(node.name or f"{node.op_type}_{node.outputs[0].name or 'out'}", used, "n")
+        node.name = scope_safe_name(node.name or f"{node.op_type}_{node.outputs[0].name or 'out'}", names, "n")
         renamed[old] = node.name
     return renamed
 

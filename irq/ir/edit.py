@@ -19,8 +19,8 @@ from irq.ir.model import constant_array, node_label
 class UniqueNames:
     """Hands out names never handed out (or reserved) before: ``base``, ``base_1``, ..."""
 
-    def __init__(self) -> None:
-        self._used: set[str] = set()
+    def __init__(self, used: set[str] | None = None) -> None:
+        self._used: set[str] = set(used or ())
 
     def fresh(self, base: str) -> str:
         """``base`` if unused, else ``base_1``, ``base_2``... (the first free one)."""
@@ -103,20 +103,14 @@ def replace_value(old: ir.Value, new: ir.Value) -> None:
             new.shape = old.shape
 
 
-def scope_safe_name(raw: str, used: set[str], prefix: str) -> str:
-    """``raw`` as a name TensorFlow accepts as a scope (and onnx2tf keeps), unique in ``used`` (added to it).
+def scope_safe_name(raw: str, names: UniqueNames, prefix: str) -> str:
+    """``raw`` as a name TensorFlow accepts as a scope (and onnx2tf keeps), fresh from ``names``.
 
     Characters outside ``[A-Za-z0-9_./>-]`` become ``_``; a name must start with a letter, digit or
     dot, else ``prefix`` goes first.
     """
     base = re.sub(r"[^A-Za-z0-9_./>-]", "_", raw) or prefix
-    base = base if re.match(r"[A-Za-z0-9.]", base) else f"{prefix}{base}"
-    name, i = base, 0
-    while name in used:
-        i += 1
-        name = f"{base}_{i}"
-    used.add(name)
-    return name
+    return names.fresh(base if re.match(r"[A-Za-z0-9.]", base) else f"{prefix}{base}")
 
 
 def add_to_bias(graph: ir.Graph, namer: Namer, node: ir.Node, shift: np.ndarray) -> None:

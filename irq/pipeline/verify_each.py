@@ -20,7 +20,7 @@ _CHECKER_LIMIT = 1 << 30
 
 
 def invariants(qmodel: QModel) -> list[str]:
-    """Irq's own rules for a well-formed IR: values defined before use, unique names, a plan on real nodes."""
+    """Irq's own rules for a well-formed IR: values defined before use, unique names, outputs produced."""
     problems: list[str] = []
     graph = qmodel.graph
     defined: set[ir.Value] = set(graph.inputs) | set(graph.initializers.values())
