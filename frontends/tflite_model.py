@@ -27,6 +27,7 @@ from onnx import helper, numpy_helper
 
 from irq.errors import InputError, ModelImportError
 from irq.ir.edit import UniqueNames, scope_safe_name
+from irq.ir.findings import SourceFile
 from irq.ir.model import QModel
 
 from .onnx_file import from_proto
@@ -64,7 +65,7 @@ def load_tflite(path: str | Path) -> QModel:
                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
     del printed
     qmodel = from_proto(proto, path.stem)
-    qmodel.analysis["source"] = {"format": "tflite", "path": str(path.resolve())}
+    qmodel.analysis.source = SourceFile("tflite", str(path.resolve()))
     return qmodel
 
 

@@ -25,7 +25,7 @@ def audit(model: Any) -> dict[str, Any]:
     from irq.pipeline.targets import CLEANUP
 
     qmodel = PassManager(parse_pipeline(f"{CLEANUP},analyze"))(import_model(model)).model
-    return qmodel.analysis["audit"]
+    return qmodel.analysis.audit or {}
 
 
 def backend_for(artifact: Path) -> str:
@@ -47,7 +47,8 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
     """
     from irq.compiler import float_baseline
     from irq.frontends import import_model
-    from irq.verify.checks import VerifyOptions, extended_checks, finalize, verification_section
+    from irq.report.model import Report
+    from irq.verify.checks import VerifyOptions, extended_checks, finalize, verify_against_float
 
     artifact = Path(artifact)
     if not artifact.exists():
@@ -59,13 +60,10 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
     float_bytes = float_model.to_bytes()
     size = sum(p.stat().st_size for p in artifact.rglob("*") if p.is_file()) if artifact.is_dir() \
         else artifact.stat().st_size
-    report: dict[str, Any] = {"schema_version": 1, "model": float_model.name, "target": backend.name,
-                              "artifact": str(artifact), "layers": [],
-                              "size_bytes": {"float": len(float_bytes), "artifact": size,
-                                             "ratio": size / max(len(float_bytes), 1)}}
+    report = Report(model=float_model.name, target=backend.name, artifact=str(artifact),
+                    size_bytes={"float": len(float_bytes), "artifact": size, "ratio": size / max(len(float_bytes), 1)})
     runner = backend.runner(artifact, float_model)
-    report.update(verification_section(float_model, runner, dataset, measure_latency=False, output=output))
+    verify_against_float(report, float_model, runner, dataset, measure_latency=False, output=output)
     extended_checks(report, float_model, artifact, backend, runner, dataset,
                     checks or VerifyOptions(measure_latency=measure_latency), float_baseline(float_model))
-    finalize(report, None if out is None else Path(out), budgets)
-    return report
+    return finalize(report, None if out is None else Path(out), budgets)

@@ -25,6 +25,7 @@ from irq.pipeline.infra import DisablePassesInstrument, DumpIRInstrument, Instru
 from irq.pipeline.prepare import fixed_shapes, prepare_inputs, quantize
 from irq.pipeline.recipe import Recipe, load_recipe
 from irq.pipeline.targets import Target, get_backend, get_target
+from irq.report.model import Report
 from irq.verify.checks import BaselineBuilder, VerifyOptions
 from irq.verify.gates import Budgets
 
@@ -89,9 +90,9 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, 
     stage.lower(rec, pipeline, instruments, criterion, search)
     report = stage.report(timing.timings, output, checks or VerifyOptions(measure_latency=measure_latency))
     if shapes:
-        report["input_shapes"] = shape_plan.report_section(shapes)
+        report.input_shapes = shape_plan.report_section(shapes)
     if input_values:
-        report["frozen_inputs"] = dict(input_values)
+        report.frozen_inputs = dict(input_values)
     return stage.finish(report, t0, budgets, rec, criterion)
 
 
@@ -146,23 +147,23 @@ class Stages:
                                                   search, rec, pipeline, self.out)
         self.qmodel = self.search.qmodel
 
-    def report(self, timings: list[tuple[str, float]], output: str | None, checks: VerifyOptions) -> dict[str, Any]:
+    def report(self, timings: list[tuple[str, float]], output: str | None, checks: VerifyOptions) -> Report:
         """The report: what was built, then (with evaluation data) how it answers."""
         from irq.report.build import build_report
-        from irq.verify.checks import extended_checks, verification_section
+        from irq.verify.checks import extended_checks, verify_against_float
 
         assert self.qmodel is not None and self.artifact is not None
         report = build_report(self.float_model, self.float_model.to_bytes(), self.qmodel, self.target,
                               self.artifact, timings)
         if self.eval_full is not None and self.eval is not None:
             runner = get_backend(self.target.backend).runner(self.artifact.path, self.qmodel)
-            report.update(verification_section(self.float_model, runner, self.eval_full, measure_latency=False,
-                                               output=output))
+            verify_against_float(report, self.float_model, runner, self.eval_full, measure_latency=False,
+                                 output=output)
             extended_checks(report, self.prepared, self.artifact.path, get_backend(self.target.backend), runner,
                             self.eval, checks, float_baseline(self.prepared))
         return report
 
-    def finish(self, report: dict[str, Any], t0: float, budgets: Budgets | None, rec: Recipe | None,
+    def finish(self, report: Report, t0: float, budgets: Budgets | None, rec: Recipe | None,
                criterion: Criterion | None) -> dict[str, Any]:
         """Add the search's section, write report.json/html; raise BudgetError for a missed budget."""
         from irq.verify.checks import finalize
@@ -171,11 +172,11 @@ class Stages:
             from irq.sensitivity.budget import add_budget_section, missed
 
             add_budget_section(report, self.search, rec, self.target, self.out, criterion)
-        report["wall_seconds"] = round(time.perf_counter() - t0, 3)
-        finalize(report, self.out / "report.json", budgets)
+        report.wall_seconds = round(time.perf_counter() - t0, 3)
+        content = finalize(report, self.out / "report.json", budgets)
         if self.search is not None and criterion is not None and not self.search.met:
             raise missed(self.search, self.float_model.name, self.target, criterion, self.out)
-        return report
+        return content
 
 
 def float_baseline(float_model: QModel) -> BaselineBuilder:

@@ -1,6 +1,6 @@
 """Graph analysis: op census, sizes, quantizable layers, first/last layers and hazards.
 
-Annotates only: the results land in ``qmodel.analysis["audit"]`` for the report, the CLI's
+Annotates only: the results land in ``qmodel.analysis.audit`` for the report, the CLI's
 ``irq audit`` and the passes that decide precision.
 """
 
@@ -116,12 +116,12 @@ def audit(graph: ir.Graph, model: ir.Model) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Analyze(Pass):
-    """Record the audit of the current graph in ``qmodel.analysis["audit"]``."""
+    """Record the audit of the current graph in ``qmodel.analysis.audit``."""
 
     name = "analyze"
     rewrites_graph = False
 
     def run(self, qmodel: QModel) -> PassResult:
         """Analyze without changing the graph."""
-        qmodel.analysis["audit"] = audit(qmodel.graph, qmodel.model)
+        qmodel.analysis.audit = audit(qmodel.graph, qmodel.model)
         return PassResult(qmodel, False)

@@ -101,7 +101,7 @@ class BiasCorrect(Pass):
         targets = _targets(qmodel)
         if not targets or qmodel.calibration is None:
             why = "no calibration data" if qmodel.calibration is None else "no int8 Conv/Gemm"
-            qmodel.analysis["bias_correction"] = {"layers": 0, "skipped": why}
+            qmodel.analysis.record(self.name, layers=0, skipped=why)
             return PassResult(qmodel, False)
         session = make_session(_probe_model(qmodel, targets).SerializeToString())
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
@@ -117,6 +117,5 @@ class BiasCorrect(Pass):
         qmodel.bias_shifts.update({node_label(node): np.asarray(shift, np.float32)
                                    for (node, _), shift in zip(targets, shifts, strict=True)})
         largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)
-        qmodel.analysis["bias_correction"] = {"layers": len(targets), "samples": len(data),
-                                              "largest_shift": largest}
+        qmodel.analysis.record(self.name, layers=len(targets), samples=len(data), largest_shift=largest)
         return PassResult(qmodel, True)

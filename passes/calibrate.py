@@ -13,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.errors import DataError, PassError
+from irq.ir.findings import CalibrationSummary
 from irq.ir.model import QModel, float_value_names
 from irq.ir.ort import batch_limit, make_session, with_outputs
 from irq.pipeline.infra import Pass, PassResult
@@ -91,7 +92,7 @@ class Calibrate(Pass):
                     s.lo, s.hi = min(s.lo, float(a.min())), max(s.hi, float(a.max()))
         ranges = {name: self._range(method, s) for name, s in zip(names, stats, strict=True)}
         qmodel.ranges.update(ranges)
-        qmodel.analysis["calibration"] = {"method": method, "samples": len(data), "tensors": len(names)}
+        qmodel.analysis.calibration = CalibrationSummary(method, len(data), len(names))
         return PassResult(qmodel, False)
 
     @staticmethod

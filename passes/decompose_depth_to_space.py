@@ -59,5 +59,5 @@ class DecomposeDepthToSpace(Pass):
             replace_value(node.outputs[0], r2.outputs[0])
             graph.remove(node, safe=True)
             done.append(node_label(node))
-        qmodel.analysis["decompose_depth_to_space"] = {"decomposed": done, "kept": kept}
+        qmodel.analysis.record(self.name, decomposed=done, kept=kept)
         return PassResult(qmodel, bool(done))

@@ -70,12 +70,12 @@ class DecomposeRNN(Pass):
                 continue
             _Unroller(graph, namer, node).run()
             done.append(node_label(node))
-        qmodel.analysis["decompose_rnn"] = {"decomposed": done, "kept": kept}
+        qmodel.analysis.record(self.name, decomposed=done, kept=kept)
         return PassResult(qmodel, bool(done))
 
     def ensures(self, qmodel: QModel) -> list[str]:
         """No recurrent node is left that the pass did not report keeping (with its reason)."""
-        kept = qmodel.analysis.get("decompose_rnn", {}).get("kept", [])
+        kept = qmodel.analysis.of(self.name).get("kept", [])
         left = [node_label(n) for n in qmodel.graph if n.op_type in ("LSTM", "GRU", "RNN") and n.domain == ""]
         return [f"recurrent nodes left and not reported kept: {', '.join(left)}"] if len(left) > len(kept) else []
 

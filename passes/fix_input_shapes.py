@@ -82,6 +82,7 @@ class FixInputShapes(Pass):
             if old != list(dims):
                 value.shape = ir.Shape(dims)
                 changed = True
+        rounds = 0
         if changed:
             declared = {id(v): v.shape for v in graph.outputs}
             forget_shapes(graph)
@@ -90,8 +91,8 @@ class FixInputShapes(Pass):
                 if v.shape is None:
                     v.shape = declared.get(id(v))
             _check_branches(qmodel, wanted)
-            qmodel.analysis["shape_folding_rounds"] = rounds
-        qmodel.analysis["input_shapes"] = {n: list(d) for n, d in wanted.items()}
+        qmodel.analysis.record(self.name, shapes={n: list(d) for n, d in wanted.items()},
+                               shape_folding_rounds=rounds)
         return PassResult(qmodel, changed)
 
     def ensures(self, qmodel: QModel) -> list[str]:

@@ -54,7 +54,7 @@ class FoldBatchNorm(Pass):
         for bn in [n for n in graph if n.op_type == "BatchNormalization" and n.domain == ""]:
             if self._fold(graph, namer, bn):
                 folded += 1
-        qmodel.analysis["bn_folded"] = folded
+        qmodel.analysis.record(self.name, folded=folded)
         return PassResult(qmodel, folded > 0)
 
     @staticmethod

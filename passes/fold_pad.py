@@ -82,7 +82,7 @@ class FoldPad(Pass):
                 conv.replace_input_with(0, pad.inputs[0])
             qmodel.graph.remove(pad, safe=True)
             folded.append(node_label(pad))
-        qmodel.analysis["pads_folded"] = len(folded)
+        qmodel.analysis.record(self.name, folded=len(folded))
         return PassResult(qmodel, bool(folded))
 
     def ensures(self, qmodel: QModel) -> list[str]:

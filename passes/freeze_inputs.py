@@ -62,10 +62,11 @@ class FreezeInputs(Pass):
             graph.inputs.remove(value)
             value.const_value = ir.tensor(array, name=name)
             graph.register_initializer(value)
+        rounds = 0
         if wanted:
             forget_shapes(graph)
-            qmodel.analysis["shape_folding_rounds"] = infer_and_fold(qmodel)
-        qmodel.analysis["frozen_inputs"] = wanted
+            rounds = infer_and_fold(qmodel)
+        qmodel.analysis.record(self.name, values=wanted, shape_folding_rounds=rounds)
         return PassResult(qmodel, bool(wanted))
 
     def ensures(self, qmodel: QModel) -> list[str]:

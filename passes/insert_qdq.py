@@ -102,9 +102,8 @@ class _Rewriter:
                 changed |= self._quantize_weights(node, label)
         if changed:
             RemoveUnusedNodesPass()(qmodel.model)  # the float weights that were replaced
-        qmodel.analysis["qdq"] = {"activation_pairs": len(self._pairs),
-                                  "quantized_nodes": len(quantized), "weight_only_nodes": len(weight_only),
-                                  "weights": range_decision(qmodel.scheme)}
+        qmodel.analysis.record("insert-qdq", activation_pairs=len(self._pairs), quantized_nodes=len(quantized),
+                               weight_only_nodes=len(weight_only), weights=range_decision(qmodel.scheme))
         return PassResult(qmodel, changed)
 
     def _act_type(self, label: str) -> QType:

@@ -107,5 +107,5 @@ class Int4Weights(Pass):
         if count:
             ensure_opset(qmodel.model, "com.microsoft", 1)
             RemoveUnusedNodesPass()(qmodel.model)
-        qmodel.analysis["int4"] = {"matmuls": count, "block_size": block}
+        qmodel.analysis.record(self.name, matmuls=count, block_size=block)
         return PassResult(qmodel, count > 0)

@@ -123,4 +123,4 @@ def _apply_range_hazards(qmodel: QModel, plan: dict[str, LayerDecision], float_k
         if d is not None and d.source is DecisionSource.DEFAULT and not d.precision.is_float:
             plan[label] = LayerDecision(float_kind, why, d.granularity, source=DecisionSource.HAZARD)
             applied[label] = why
-    qmodel.analysis["range_hazards"] = applied
+    qmodel.analysis.record("plan-precision", range_hazards=applied)

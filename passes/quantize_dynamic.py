@@ -53,8 +53,7 @@ class QuantizeDynamic(Pass):
                 counts["gather"] += 1
         if any(counts.values()):
             RemoveUnusedNodesPass()(qmodel.model)
-        qmodel.analysis["dynamic"] = counts
-        qmodel.analysis["dynamic_weights"] = range_decision(qmodel.scheme)
+        qmodel.analysis.record(self.name, rewritten=counts, weights=range_decision(qmodel.scheme))
         return PassResult(qmodel, any(counts.values()))
 
 

@@ -92,7 +92,7 @@ class ToFP16(Pass):
 
     def run(self, qmodel: QModel) -> PassResult:
         """Convert, keeping the nodes the plan pins to fp32 in float32."""
-        if "fp16" in qmodel.analysis:
+        if self.name in qmodel.analysis.passes:
             return PassResult(qmodel, False)  # converted already: converting again would be wrong
         keep = [name for name, d in qmodel.plan.items() if d.precision == Precision.FP32]
         _unshare_small_initializers(qmodel.graph)
@@ -106,5 +106,5 @@ class ToFP16(Pass):
         _cast_integers_to_fp16(proto)
         qmodel.model = ir.serde.deserialize_model(proto)
         RemoveUnusedNodesPass()(qmodel.model)  # the float32 initializers the converter replaced
-        qmodel.analysis["fp16"] = {"kept_fp32_nodes": len(keep)}
+        qmodel.analysis.record(self.name, kept_fp32_nodes=len(keep))
         return PassResult(qmodel, True)

@@ -45,7 +45,7 @@ def test_unrolled_equals_the_recurrent_op(kind, bidirectional):
     out = PassManager(parse_pipeline("shape-inference,decompose-rnn,cleanup"))(qm.clone()).model
     ops = {n.op_type for n in out.graph}
     assert not ops & {"LSTM", "GRU"} and "MatMul" in ops
-    assert len(out.analysis["decompose_rnn"]["decomposed"]) == 2
+    assert len(out.analysis.of("decompose-rnn")["decomposed"]) == 2
     ref = make_session(qm.to_bytes()).run(None, feeds)
     got = make_session(out.to_bytes()).run(None, feeds)
     for r, g in zip(ref, got, strict=True):
@@ -56,7 +56,7 @@ def test_a_dynamic_sequence_is_left_and_named():
     qm, _ = _rnn_model("lstm", False)
     qm.graph.inputs[0].shape = None
     out = PassManager(parse_pipeline("decompose-rnn"))(qm.clone()).model
-    kept = out.analysis["decompose_rnn"]["kept"]
+    kept = out.analysis.of("decompose-rnn")["kept"]
     assert kept and all("not static" in why for why in kept.values())
 
 

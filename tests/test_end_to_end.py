@@ -32,6 +32,16 @@ def test_int8_static_per_channel_holds_accuracy(int8_report):
     assert on_disk["accuracy"]["artifact"] == pytest.approx(report["accuracy"]["artifact"])
 
 
+def test_each_pass_row_says_what_that_pass_did(int8_report):
+    report, _ = int8_report
+    did = {row["name"]: row.get("did") for row in report["passes"]}
+    qdq = did["insert-qdq"]
+    assert qdq["quantized_nodes"] == sum(layer["precision"] == "int8" for layer in report["layers"]) > 0
+    assert did["bias-correct"]["layers"] > 0 and did["cleanup"] is None  # cleanup keeps no record
+    assert report["calibration"] == {"method": report["scheme"]["calibration"], "samples": 500,
+                                     "tensors": report["calibration"]["tensors"]}
+
+
 def test_fp16_is_nearly_lossless(tmp_path, fashion_model, fashion_test):
     report = irq.compile(fashion_model, "onnx-fp16", tmp_path, eval=fashion_test, measure_latency=False)
     assert abs(report["accuracy"]["drop_top1_pt"]) <= 0.1

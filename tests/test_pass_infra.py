@@ -54,10 +54,10 @@ class _Count(Pass):
     limit: int = 3
 
     def run(self, qmodel):
-        n = qmodel.analysis.get("n", 0)
+        n = qmodel.analysis.of("count").get("n", 0)
         if n >= self.limit:
             return PassResult(qmodel, False)
-        qmodel.analysis["n"] = n + 1
+        qmodel.analysis.record("count", n=n + 1)
         return PassResult(qmodel, True)
 
 
@@ -74,7 +74,7 @@ class _NeedsCount(Pass):
     name = "needs-count"
 
     def requires(self, qmodel):
-        return [] if qmodel.analysis.get("n") else ["nothing has counted yet"]
+        return [] if qmodel.analysis.of("count").get("n") else ["nothing has counted yet"]
 
     def run(self, qmodel):
         return PassResult(qmodel, False)
@@ -83,8 +83,8 @@ class _NeedsCount(Pass):
 def test_fixpoint_repeats_until_nothing_changes(tiny_cnn_proto):
     q = from_proto(tiny_cnn_proto, "tiny")
     result = PassManager([_Count(limit=4)], fixpoint=True)(q)
-    assert result.modified and result.model.analysis["n"] == 4
-    assert PassManager([_Count(limit=4)])(from_proto(tiny_cnn_proto, "t")).model.analysis["n"] == 1
+    assert result.modified and result.model.analysis.of("count")["n"] == 4
+    assert PassManager([_Count(limit=4)])(from_proto(tiny_cnn_proto, "t")).model.analysis.of("count")["n"] == 1
 
 
 def test_failing_pass_names_itself_and_the_passes_before(tiny_cnn_proto):
@@ -125,7 +125,7 @@ class _Note(Pass):
     rewrites_graph = False
 
     def run(self, qmodel):
-        qmodel.analysis["note"] = True
+        qmodel.analysis.record(self.name, noted=True)
         return PassResult(qmodel, True)
 
 
@@ -146,7 +146,7 @@ def test_pipelines_nest_and_a_fixpoint_repeats_only_its_group(tiny_cnn_proto):
     inner = PassManager([_Count(limit=3)], fixpoint=True)
     timing = TimingInstrument()
     result = PassManager([_Count(limit=100), inner], [timing])(q)
-    assert result.model.analysis["n"] == 3  # the outer count ran once, the group until it stopped changing
+    assert result.model.analysis.of("count")["n"] == 3  # the outer count ran once, the group until it stopped changing
     assert [n for n, _ in timing.timings] == ["count"] * 4  # outer instruments see the inner passes
     text = "fold-bn,fixpoint(fold-constants,cleanup),pipeline(analyze)"
     passes = parse_pipeline(text)

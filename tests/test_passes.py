@@ -43,7 +43,7 @@ def test_fold_bn_removes_batchnorm_and_keeps_numbers(tiny_cnn_proto):
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     x = _x(1)[:, :, :8, :8]
     q = PassManager(parse_pipeline("fold-bn"))(from_proto(proto, "bn")).model
-    assert _ops(q) == ["Conv"] and q.analysis["bn_folded"] == 1
+    assert _ops(q) == ["Conv"] and q.analysis.of("fold-bn") == {"folded": 1}
     assert q.graph.outputs[0].name == "y"
     np.testing.assert_allclose(run_onnx(q.to_proto(), {"x": x})[0], run_onnx(proto, {"x": x})[0], atol=1e-4)
 
@@ -130,7 +130,7 @@ def test_dynamic_quantization_of_matmul_gather_and_lstm():
     torch.manual_seed(0)
     proto = export_torch(Net().eval(), torch.randint(0, 600, (1, 10)))
     q = quantize(from_proto(proto, "rnn"), get_target("onnx-dynamic"))
-    assert q.analysis["dynamic"] == {"matmul": 1, "recurrent": 1, "gather": 1}
+    assert q.analysis.of("quantize-dynamic")["rewritten"] == {"matmul": 1, "recurrent": 1, "gather": 1}
     assert "MatMulInteger" in _ops(q) and "DynamicQuantizeLinear" in _ops(q)
     ids = np.random.default_rng(0).integers(0, 600, (8, 10))
     ref, out = run_onnx(proto, {"input": ids})[0], run_onnx(q.to_proto(), {"input": ids})[0]
@@ -220,7 +220,7 @@ def test_bias_correction_removes_the_mean_shift_of_rounded_weights(tiny_cnn_prot
     plain = quantize(load(tiny_cnn_proto, "t"), get_target("onnx-int8"), calib,
                      pipeline=get_target("onnx-int8").pipeline.replace("bias-correct,", ""))
     corrected = quantize(load(tiny_cnn_proto, "t"), get_target("onnx-int8"), calib)
-    assert "bias-correct" in corrected.history and corrected.analysis["bias_correction"]["layers"] == 4
+    assert "bias-correct" in corrected.history and corrected.analysis.of("bias-correct")["layers"] == 4
     shift = [np.abs((run_onnx(q.to_proto(), {"input": x})[0] - want).mean(axis=0)).mean() for q in (plain, corrected)]
     assert shift[1] < 0.7 * shift[0], shift
 
@@ -238,4 +238,4 @@ def test_bias_correction_removes_the_mean_shift_of_rounded_weights(tiny_cnn_prot
 def test_bias_correction_without_calibration_data_says_so(tiny_cnn_proto):
     """coreml-int8 needs no calibration data: with none, bias-correct measures nothing and the IR says why."""
     q = quantize(from_proto(tiny_cnn_proto, "t"), get_target("coreml-int8"))
-    assert q.analysis["bias_correction"] == {"layers": 0, "skipped": "no calibration data"} and not q.bias_shifts
+    assert q.analysis.of("bias-correct") == {"layers": 0, "skipped": "no calibration data"} and not q.bias_shifts

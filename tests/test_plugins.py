@@ -43,7 +43,7 @@ def test_plugin_pass_is_found_and_runs(site, tiny_cnn_proto):
     assert "count-nodes" in registry.available_passes()
     (p,) = registry.parse_pipeline("count-nodes{prefix=demo}")
     q = PassManager([p])(from_proto(tiny_cnn_proto, "tiny")).model
-    assert q.analysis["demo_nodes"] == len(list(q.graph))
+    assert q.analysis.of("count-nodes")["demo_nodes"] == len(list(q.graph))
 
 
 def test_duplicate_plugin_names_are_errors(site):

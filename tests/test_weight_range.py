@@ -50,7 +50,7 @@ def test_reduced_range_spares_depthwise(setting, expect_pointwise):
     q = quantize(from_proto(_dw_then_pointwise(), "dwpw"), target, DataSet({"x": x}))
     codes = _weight_codes(q)
     assert codes == {"depthwise": 127, "pointwise": expect_pointwise}
-    assert q.analysis["qdq"]["weights"]["reduce_range"] is (setting == "yes")
+    assert q.analysis.of("insert-qdq")["weights"]["reduce_range"] is (setting == "yes")
 
 
 def test_auto_follows_the_cpu():

@@ -212,9 +212,9 @@ def _build(job: Job, float_model: Any, calib: Any, evaluation: Any, folder: Path
     artifact = get_backend(target.backend).lower(qmodel, target, folder)
     stages = Stages.lowered(float_model, qmodel, artifact, target, evaluation)
     report = stages.report(timing.timings, None, VerifyOptions(measure_latency=spec.settings.latency))
-    report["artifact"] = str(artifact.path.relative_to(folder))  # made absolute when published
-    report["wall_seconds"] = round(time.perf_counter() - start, 3)
-    report["batch"] = {"key": key, "stages": dict(log.stages)}
+    report.artifact = str(artifact.path.relative_to(folder))  # made absolute when published
+    report.wall_seconds = round(time.perf_counter() - start, 3)
+    report.batch = {"key": key, "stages": dict(log.stages)}
     finalize(report, folder / REPORT)
 
 

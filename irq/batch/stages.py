@@ -23,6 +23,7 @@ from irq.batch.schema import DataRef, ModelRef
 from irq.batch.store import Store
 from irq.data import DataSet, load_data
 from irq.errors import IrqError, ModelImportError
+from irq.ir.findings import CalibrationSummary
 from irq.ir.model import QModel
 from irq.pipeline.infra import Instrument, Pass
 from irq.pipeline.recipe import Recipe
@@ -151,7 +152,7 @@ def quantize_cached(store: Store, qmodel: QModel, target: Target, calib: DataSet
 def _calibration_entry(qmodel: QModel) -> dict[str, Any]:
     # a list keeps the ranges' order, which is the graph order insert-qdq walks
     return {"ranges": [[name, r.lo, r.hi, r.method] for name, r in qmodel.ranges.items()],
-            "note": qmodel.analysis.get("calibration")}
+            "note": c.to_json() if (c := qmodel.analysis.calibration) else None}
 
 
 def _restore(qmodel: QModel, entry: dict[str, Any]) -> None:
@@ -159,8 +160,8 @@ def _restore(qmodel: QModel, entry: dict[str, Any]) -> None:
     try:
         qmodel.ranges.update({name: TensorRange(float(lo), float(hi), method) for name, lo, hi, method
                               in entry["ranges"]})
+        if entry.get("note") is not None:
+            qmodel.analysis.calibration = CalibrationSummary.from_json(entry["note"])
     except (KeyError, TypeError, ValueError) as e:
         raise IrqError(f"cached calibration of {qmodel.name!r} is malformed ({e}); delete the cache") from e
-    if entry.get("note") is not None:
-        qmodel.analysis["calibration"] = entry["note"]
     qmodel.history.append("calibrate")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
+from irq.ir.findings import Analysis
 from irq.quant.spec import LayerDecision, Precision, Scheme, TensorRange
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class QModel:
     ranges: dict[str, TensorRange] = field(default_factory=dict)
     plan: dict[str, LayerDecision] = field(default_factory=dict)
     calibration: DataSet | None = None
-    analysis: dict[str, Any] = field(default_factory=dict)
+    analysis: Analysis = field(default_factory=Analysis)
     history: list[str] = field(default_factory=list)
     #: Set by plan-precision (a plan may be empty when nothing is quantizable).
     planned: bool = False
@@ -71,7 +72,7 @@ class QModel:
         """A deep copy of the graph with shallow copies of the annotations."""
         model = ir.serde.deserialize_model(self.to_proto())
         return dataclasses.replace(self, model=model, ranges=dict(self.ranges),
-                                   plan=dict(self.plan), analysis=dict(self.analysis),
+                                   plan=dict(self.plan), analysis=self.analysis.copy(),
                                    history=list(self.history), bias_shifts=dict(self.bias_shifts))
 
     def save(self, path: Path) -> None:

@@ -115,5 +115,5 @@ def export(prepared: Prepared, module: QDQModule) -> QModel:
         out.graph.initializers[name].const_value = ir.tensor(array, name=name)
     out.ranges.update(learned_ranges(module))
     out.plan = dict(prepared.structure.plan)
-    out.analysis["qat"] = {"ranges_learned": any(p.requires_grad for p in module.ranges.parameters())}
+    out.analysis.record("qat", ranges_learned=any(p.requires_grad for p in module.ranges.parameters()))
     return PassManager(parse_pipeline(prepared.tail))(out).model

@@ -26,13 +26,14 @@ from irq.qat.api import QATResult, qat
 from irq.qat.plot import smoothed, write_loss_curve
 from irq.qat.prepare import learned_ranges
 from irq.qat.train import Loss, QATOptions
+from irq.report.model import Report
 from irq.verify.checks import VerifyOptions, finalize
 
 _CURVE_POINTS = 200
 
 
 def _lower(qmodel: QModel, target: Target, out: Path, float_model: QModel, eval_data: DataSet | None,
-           checks: VerifyOptions) -> tuple[Artifact, dict[str, Any]]:
+           checks: VerifyOptions) -> tuple[Artifact, Report]:
     """Lower and verify like any compile (the same stages, the same report sections)."""
     from irq.compiler import Stages
 
@@ -40,9 +41,8 @@ def _lower(qmodel: QModel, target: Target, out: Path, float_model: QModel, eval_
     return artifact, Stages.lowered(float_model, qmodel, artifact, target, eval_data).report([], None, checks)
 
 
-def _top1(report: dict[str, Any], which: str) -> float | None:
-    acc = report.get("accuracy")
-    return None if not acc else float(acc[which]["top1"])
+def _top1(report: Report, which: str) -> float | None:
+    return None if not report.accuracy else float(report.accuracy[which]["top1"])
 
 
 def _range_changes(result: QATResult) -> dict[str, Any]:
@@ -56,8 +56,8 @@ def _range_changes(result: QATResult) -> dict[str, Any]:
             "max_rel_change_hi": float(max(rel, default=0.0)), "mean_rel_change_hi": float(np.mean(rel or [0.0]))}
 
 
-def qat_section(result: QATResult, options: QATOptions, ptq_report: dict[str, Any] | None,
-                report: dict[str, Any], curve: str | None, seconds: float) -> dict[str, Any]:
+def qat_section(result: QATResult, options: QATOptions, ptq_report: Report | None,
+                report: Report, curve: str | None, seconds: float) -> dict[str, Any]:
     """The report's ``qat`` section."""
     log = result.log
     stride = max(len(log.losses) // _CURVE_POINTS, 1)
@@ -78,8 +78,8 @@ def qat_section(result: QATResult, options: QATOptions, ptq_report: dict[str, An
         "loss_curve": curve,
         "accuracy": {"float": float_top1, "ptq": ptq_top1, "qat": qat_top1, "ptq_drop_pt": drop(ptq_top1),
                      "qat_drop_pt": drop(qat_top1), "simulated": result.sim_accuracy,
-                     "runtime": report.get("runtime")},
-        "ptq_artifact": ptq_report["artifact"] if ptq_report else None,
+                     "runtime": report.runtime},
+        "ptq_artifact": ptq_report.artifact if ptq_report else None,
         "ranges": _range_changes(result),
     }
 
@@ -115,13 +115,13 @@ def qat_compile(model: Any, target: str | Target, out_dir: str | Path, train_dat
                        VerifyOptions(measure_latency=measure_latency))
     curve = "loss.png" if write_loss_curve(result.log, out / "loss.png", f"QAT {result.float_model.name} "
                                            f"-> {result.target.name}") else None
-    report["qat"] = qat_section(result, options, ptq_report, report, curve, time.perf_counter() - start)
-    report["wall_seconds"] = round(time.perf_counter() - start, 3)
-    qat_drop = report["qat"]["accuracy"]["qat_drop_pt"]
+    report.qat = qat_section(result, options, ptq_report, report, curve, time.perf_counter() - start)
+    report.wall_seconds = round(time.perf_counter() - start, 3)
+    qat_drop = report.qat["accuracy"]["qat_drop_pt"]
     if max_drop_pt is not None and qat_drop is not None and qat_drop > max_drop_pt:
-        report.setdefault("warnings", []).append(f"budget: top-1 drop {qat_drop:.2f} pt > {max_drop_pt} pt")
-    finalize(report, out / "report.json")
+        report.warn(f"budget: top-1 drop {qat_drop:.2f} pt > {max_drop_pt} pt")
+    content = finalize(report, out / "report.json")
     if max_drop_pt is not None and qat_drop is not None and qat_drop > max_drop_pt:
         raise BudgetError(f"{result.float_model.name} on {result.target.name}: QAT top-1 drop {qat_drop:.2f} pt "
                           f"exceeds {max_drop_pt} pt (report: {out / 'report.json'})")
-    return report
+    return content

@@ -15,8 +15,7 @@ from irq.io import atomic_write_text
 from irq.ir.model import QModel, node_label
 from irq.pipeline.targets import Target
 from irq.quant.weight_range import range_decision
-
-SCHEMA_VERSION = 1
+from irq.report.model import Report
 
 
 def layers_section(qmodel: QModel) -> list[dict[str, Any]]:
@@ -30,39 +29,38 @@ def layers_section(qmodel: QModel) -> list[dict[str, Any]]:
 
 def _sizes(float_model: QModel, onnx_bytes: int, artifact: int) -> dict[str, Any]:
     """Artifact size against the model the user gave (the original file when it was not ONNX)."""
-    source = float_model.analysis.get("source") or {}
-    original = source.get("path")
-    if original and Path(original).is_file():
-        base = Path(original).stat().st_size
+    source = float_model.analysis.source
+    if source is not None and Path(source.path).is_file():
+        base = Path(source.path).stat().st_size
         return {"float": base, "artifact": artifact, "ratio": artifact / max(base, 1),
-                "float_is": f"the original {source.get('format', '')} file"}
+                "float_is": f"the original {source.format} file"}
     return {"float": onnx_bytes, "artifact": artifact, "ratio": artifact / max(onnx_bytes, 1)}
 
 
+def _passes(qmodel: QModel, timings: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    """Each pass's time, with the record it left of what it did (on its last run: the record is that run's)."""
+    last = {name: i for i, (name, _) in enumerate(timings)}
+    records = qmodel.analysis.passes
+    return [{"name": name, "seconds": round(seconds, 4),
+             **({"did": records[name]} if last[name] == i and name in records else {})}
+            for i, (name, seconds) in enumerate(timings)]
+
+
 def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target: Target,
-                 artifact: Artifact, timings: list[tuple[str, float]]) -> dict[str, Any]:
+                 artifact: Artifact, timings: list[tuple[str, float]]) -> Report:
     """The static part of the report (no runtime measurements)."""
-    size = artifact.size_bytes
     unplanned = artifact.info.get("float_ops_unplanned") or []
-    extra = {"warnings": [f"float-op: {op} runs in float inside the integer model (the target has no integer "
-                          "kernel for it)" for op in unplanned]} if unplanned else {}
-    return {**extra,
-        "schema_version": SCHEMA_VERSION,
-        "model": float_model.name,
-        "target": target.name,
-        "backend": target.backend,
-        "artifact": str(artifact.path),
-        "runtime": artifact.runtime,
-        "size_bytes": _sizes(float_model, len(float_bytes), size),
-        "scheme": {"activation": qmodel.scheme.activation.value, "weight": qmodel.scheme.weight.value,
-                   "per_channel": qmodel.scheme.per_channel, "calibration": qmodel.scheme.calibration,
-                   "weight_range": range_decision(qmodel.scheme)},
-        "passes": [{"name": n, "seconds": round(s, 4)} for n, s in timings],
-        "calibration": qmodel.analysis.get("calibration"),
-        "hazards": (qmodel.analysis.get("audit") or {}).get("hazards", []),
-        "layers": layers_section(qmodel),
-        "artifact_info": artifact.info,
-    }
+    calibration = qmodel.analysis.calibration
+    return Report(
+        model=float_model.name, target=target.name, backend=target.backend, artifact=str(artifact.path),
+        runtime=artifact.runtime, size_bytes=_sizes(float_model, len(float_bytes), artifact.size_bytes),
+        scheme={"activation": qmodel.scheme.activation.value, "weight": qmodel.scheme.weight.value,
+                "per_channel": qmodel.scheme.per_channel, "calibration": qmodel.scheme.calibration,
+                "weight_range": range_decision(qmodel.scheme)},
+        passes=_passes(qmodel, timings), calibration=calibration.to_json() if calibration else None,
+        hazards=qmodel.analysis.hazards, layers=layers_section(qmodel), artifact_info=artifact.info,
+        warnings=[f"float-op: {op} runs in float inside the integer model (the target has no integer kernel "
+                  "for it)" for op in unplanned])
 
 
 def jsonable(obj: Any) -> Any:

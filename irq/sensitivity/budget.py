@@ -21,6 +21,7 @@ from irq.ir.model import QModel
 from irq.pipeline.recipe import LayerRule, Recipe, save_recipe
 from irq.pipeline.targets import Target
 from irq.quant.spec import DecisionSource
+from irq.report.model import Report
 from irq.sensitivity.metrics import Criterion
 from irq.sensitivity.mixed import SearchOptions, SearchResult, copy_artifact, search_mixed_precision
 from irq.sensitivity.outputs import write_pareto, write_sensitivity
@@ -73,14 +74,14 @@ def search_stage(prepared: QModel, target: Target, calib: DataSet | None, data: 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def add_budget_section(report: dict[str, Any], result: SearchResult, recipe: Recipe | None, target: Target,
+def add_budget_section(report: Report, result: SearchResult, recipe: Recipe | None, target: Target,
                        out: Path, criterion: Criterion) -> None:
     """Write the side files (recipe, curve, sensitivity) and put the search's section into ``report``."""
     files = _write_side_files(out, result, recipe, target)
-    report["mixed_precision"] = _section(result, files)
+    report.mixed_precision = _section(result, files)
     chosen = result.figures["chosen"]
     if not result.met:
-        report.setdefault("warnings", []).append(
+        report.warn(
             f"budget missed: no assignment met {criterion.describe()}; saved the best one found "
             f"({criterion.metric} {chosen['metric']:.4g} with {chosen['float_layers']} layers kept at "
             f"{result.precision.value})")

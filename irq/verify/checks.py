@@ -21,6 +21,7 @@ from irq.backends.onnx_qdq import OnnxRunner
 from irq.data import DataSet
 from irq.errors import DataError
 from irq.ir.model import QModel
+from irq.report.model import Report
 from irq.verify.gates import Budgets
 from irq.verify.run import (
     check_labels,
@@ -67,20 +68,20 @@ class VerifyOptions:
 def float_reference(float_model: QModel | bytes) -> Runner:
     """What the artifact is compared with: the user's original .tflite in LiteRT, else the float ONNX."""
     if isinstance(float_model, QModel):
-        source = float_model.analysis.get("source") or {}
-        if source.get("format") == "tflite":
+        source = float_model.analysis.source
+        if source is not None and source.format == "tflite":
             from irq.frontends.tflite_model import TFLiteReference
 
             graph = float_model.graph
-            return TFLiteReference(source["path"], [v.name or "" for v in graph.inputs if v.const_value is None],
+            return TFLiteReference(source.path, [v.name or "" for v in graph.inputs if v.const_value is None],
                                    [v.name or "" for v in graph.outputs])  # type: ignore[return-value]
         float_model = float_model.to_bytes()
     return OnnxRunner(float_model)
 
 
-def verification_section(float_model: QModel | bytes, runner: Runner, data: DataSet,
-                         measure_latency: bool = True, output: str | None = None) -> dict[str, Any]:
-    """Run float (onnxruntime) and the artifact (its own runtime) on ``data`` and compare.
+def verify_against_float(report: Report, float_model: QModel | bytes, runner: Runner, data: DataSet,
+                         measure_latency: bool = True, output: str | None = None) -> None:
+    """Run float (its reference runtime) and the artifact (its own) on ``data``; fill ``report``'s figures.
 
     ``output`` names the output accuracy and agreement read (default: the first that fits the
     labels as class scores; with no such output, only error figures).
@@ -97,24 +98,20 @@ def verification_section(float_model: QModel | bytes, runner: Runner, data: Data
                         f"(outputs: {', '.join(f'{n} {tuple(r.shape)}' for n, r in zip(names, ref, strict=True))}); "
                         "name one with --output")
     out = run_dataset(runner, data)
-    section: dict[str, Any] = {"samples": len(data), "verification": compare(ref, out, data.labels, names, scored),
-                               "float_reference": float_runner.runtime}
-    v = section["verification"]
-    for key in ("accuracy", "agreement", "error"):
-        if key in v:
-            section[key] = v.pop(key)
-    warnings = _collapsed_classes(v.get("per_class_worst", []), section.get("accuracy"))
+    v = compare(ref, out, data.labels, names, scored)
+    report.samples, report.float_reference = len(data), float_runner.runtime
+    report.accuracy, report.agreement, report.error = v.pop("accuracy", None), v.pop("agreement", None), \
+        v.pop("error", None)
+    report.verification = v
+    report.warn(*_collapsed_classes(v.get("per_class_worst", []), report.accuracy))
     if measure_latency and runner.runtime == "coreml-readback":
-        section["latency_on_device"] = DEVICE_LATENCY
+        report.latency_on_device = DEVICE_LATENCY
     elif measure_latency:
         f, a = latency(float_runner, data), latency(runner, data)
-        section["latency"] = {"float": f, "artifact": a, "speedup": f["median_ms"] / max(a["median_ms"], 1e-9),
-                              "float_runtime": float_runner.runtime, "artifact_runtime": runner.runtime,
-                              "baseline": "onnxruntime, the float model"}
-        warnings += speed_warnings(section["latency"])
-    if warnings:
-        section["warnings"] = warnings
-    return section
+        report.latency = {"float": f, "artifact": a, "speedup": f["median_ms"] / max(a["median_ms"], 1e-9),
+                          "float_runtime": float_runner.runtime, "artifact_runtime": runner.runtime,
+                          "baseline": "onnxruntime, the float model"}
+        report.warn(*speed_warnings(report.latency))
 
 
 def _collapsed_classes(rows: list[dict[str, Any]], accuracy: dict[str, Any] | None) -> list[str]:
@@ -186,7 +183,7 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path, backend: Backend, runner: Runner,
+def extended_checks(report: Report, float_model: QModel, artifact: Path, backend: Backend, runner: Runner,
                     data: DataSet, options: VerifyOptions | None = None,
                     baseline: BaselineBuilder | None = None) -> None:
     """Add latency (right baseline), crash test and per-layer SQNR to ``report``, with warnings.
@@ -195,49 +192,51 @@ def extended_checks(report: dict[str, Any], float_model: QModel, artifact: Path,
     own runtime); ``baseline`` is how the driver lowers the float model for that baseline.
     """
     options = options or VerifyOptions()
-    warnings = report.setdefault("warnings", [])
     if options.measure_latency and not backend.host_latency:
-        report.pop("latency", None)
-        report["latency_on_device"] = DEVICE_LATENCY
+        report.latency, report.latency_on_device = None, DEVICE_LATENCY
     elif options.measure_latency:
-        report["latency"] = latency_section(float_model, Path(artifact), backend, runner, data, options, baseline)
-        warnings[:] = [w for w in warnings if not w.startswith("honest-speed")] + speed_warnings(report["latency"])
+        report.latency = latency_section(float_model, Path(artifact), backend, runner, data, options, baseline)
+        report.warnings[:] = [w for w in report.warnings if not w.startswith("honest-speed")]
+        report.warn(*speed_warnings(report.latency))
     if options.crash_test:
         from irq.verify.crashtest import crash_test
 
         try:
-            report["crash_test"] = crash_test(Path(artifact), backend.name, float_model.to_bytes(), data)
+            report.crash_test = crash_test(Path(artifact), backend.name, float_model.to_bytes(), data)
         except Exception as e:  # the cases could not even be built: say so, do not drop the section
-            report["crash_test"] = [{"case": "setup", "passed": False, "outcome": "error",
-                                     "detail": f"not run: {_first_line(e)}"}]
-        warnings += [f"crash-test: {r['case']}: {r['detail']}" for r in report["crash_test"] if not r["passed"]]
+            report.crash_test = [{"case": "setup", "passed": False, "outcome": "error",
+                                  "detail": f"not run: {_first_line(e)}"}]
+        report.warn(*(f"crash-test: {r['case']}: {r['detail']}" for r in report.crash_test if not r["passed"]))
     if options.layer_error and backend.per_layer_error:
         from irq.verify.layer_error import layer_sqnr
 
         try:
-            report["layer_error"] = layer_sqnr(float_model.to_bytes(), Path(artifact), data, options.layer_samples)
+            report.layer_error = layer_sqnr(float_model.to_bytes(), Path(artifact), data, options.layer_samples)
         except Exception as e:  # a diagnostic: its failure is reported, it does not stop verification
             why = f"not computed: {_first_line(e)}"
-            report["layer_error"] = {"samples": 0, "layers": [], "note": why}
-            warnings.append(f"layer-error: per-layer SQNR {why}")
+            report.layer_error = {"samples": 0, "layers": [], "note": why}
+            report.warn(f"layer-error: per-layer SQNR {why}")
     elif options.layer_error:
-        report["layer_error"] = {"samples": 0, "layers": [], "note": "per-layer SQNR is computed for ONNX "
-                                 f"artifacts only (this one is {backend.name})"}
-    if not warnings:
-        report.pop("warnings")
+        report.layer_error = {"samples": 0, "layers": [], "note": "per-layer SQNR is computed for ONNX "
+                              f"artifacts only (this one is {backend.name})"}
 
 
-def finalize(report: dict[str, Any], json_path: Path | None, budgets: Budgets | None = None) -> None:
-    """Check budgets, write report.json and report.html beside it, then raise BudgetError if one was missed."""
+def finalize(report: Report, json_path: Path | None, budgets: Budgets | None = None) -> dict[str, Any]:
+    """Check budgets, write report.json and report.html beside it, then raise BudgetError if one was missed.
+
+    Returns what report.json holds (the report the Python API hands back).
+    """
     from irq.report.build import write_report
     from irq.verify import gates as budget_checks
 
-    budget_checks.apply(report, budgets)
+    report.budgets = budget_checks.section(report.to_dict(), budgets)
+    content = report.to_dict()
     where = "(not saved: no output path)"
     if json_path is not None:
         from irq.report.html import write_html
 
-        write_report(json_path, report)
-        write_html(json_path.with_suffix(".html"), report)
+        write_report(json_path, content)
+        write_html(json_path.with_suffix(".html"), content)
         where = str(json_path)
-    budget_checks.enforce(report, where)
+    budget_checks.enforce(content, where)
+    return content

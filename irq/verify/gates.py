@@ -104,14 +104,12 @@ def check(report: dict[str, Any], budgets: Budgets) -> list[dict[str, Any]]:
     return rows
 
 
-def apply(report: dict[str, Any], budgets: Budgets | None) -> list[dict[str, Any]]:
-    """Add the ``budgets`` section (when any budget is set); return the missed rows."""
+def section(report: dict[str, Any], budgets: Budgets | None) -> dict[str, Any] | None:
+    """The report's ``budgets`` section (None when no budget is set)."""
     if budgets is None or not budgets.any():
-        return []
+        return None
     rows = check(report, budgets)
-    missed = [r for r in rows if not r["passed"]]
-    report["budgets"] = {"passed": not missed, "checks": rows}
-    return missed
+    return {"passed": all(r["passed"] for r in rows), "checks": rows}
 
 
 def enforce(report: dict[str, Any], where: str) -> None:

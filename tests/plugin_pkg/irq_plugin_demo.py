@@ -9,14 +9,14 @@ from irq.pipeline.infra import Pass, PassResult
 
 @dataclass(frozen=True)
 class CountNodes(Pass):
-    """Record the number of nodes under ``<prefix>_nodes`` in the analysis."""
+    """Record the number of nodes under ``<prefix>_nodes`` in the pass's analysis record."""
 
     name = "count-nodes"
     prefix: str = "plugin"
 
     def run(self, qmodel):
         """Count without changing anything."""
-        qmodel.analysis[f"{self.prefix}_nodes"] = len(list(qmodel.graph))
+        qmodel.analysis.record(self.name, **{f"{self.prefix}_nodes": len(list(qmodel.graph))})
         return PassResult(qmodel, False)
 
 
