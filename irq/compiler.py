@@ -23,6 +23,7 @@ from irq.ir.model import QModel
 from irq.pipeline import input_plan as shape_plan
 from irq.pipeline.infra import DisablePassesInstrument, DumpIRInstrument, Instrument, TimingInstrument
 from irq.pipeline.prepare import fixed_shapes, prepare_inputs, quantize
+from irq.pipeline.presets import with_preset, with_weights
 from irq.pipeline.recipe import Recipe, load_recipe
 from irq.pipeline.targets import Target, get_backend, get_target
 from irq.report.model import Report
@@ -50,7 +51,7 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, 
             input_shapes: dict[str, tuple[int, ...]] | None = None, input_values: dict[str, float] | None = None,
             batch_axes: dict[str, int] | None = None, output: str | None = None,
             criterion: Criterion | None = None, search: SearchOptions | None = None,
-            verify_each: bool = False) -> dict[str, Any]:
+            verify_each: bool = False, preset: str | None = None, weights: str | None = None) -> dict[str, Any]:
     """Compile ``model`` for ``target``; write the artifact, report.json and report.html; return the report.
 
     With ``eval``, the artifact is verified (accuracy, error, latency, crash test, per-layer
@@ -61,10 +62,11 @@ def compile(model: str | Path | QModel | onnx.ModelProto, target: str | Target, 
     that accuracy, agreement and budgets read. With ``criterion`` (an accuracy budget), the
     fewest layers are kept in higher precision to meet it (``search`` tunes the search); the
     report gains a ``mixed_precision`` section. ``verify_each`` checks the IR after every pass
-    (onnx's checker, irq's invariants, each pass's ``ensures``).
+    (onnx's checker, irq's invariants, each pass's ``ensures``). ``preset`` (fast, accurate)
+    adds accuracy passes to the target's pipeline; ``weights="int4"`` stores int4 weights.
     """
     t0 = time.perf_counter()
-    tgt = target if isinstance(target, Target) else get_target(target)
+    tgt = with_weights(with_preset(target if isinstance(target, Target) else get_target(target), preset), weights)
     if options:
         tgt = dataclasses.replace(tgt, options={**tgt.options, **options})
     out = _prepare_out_dir(out_dir, model)

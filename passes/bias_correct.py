@@ -22,11 +22,11 @@ import onnx_ir as ir
 from onnx import helper, numpy_helper
 
 from irq.ir.model import QModel, constant_array, node_label
-from irq.ir.ort import batch_limit, make_session
 from irq.pipeline.infra import Pass, PassResult
-from irq.quant.arith import dequantize, quantize_weight
+from irq.quant.arith import dequantize
+from irq.quant.probes import add_channel_mean, mean_outputs
 from irq.quant.spec import Precision
-from irq.quant.weight_range import weight_axis, weight_qtype
+from irq.quant.weight_range import layer_weight, weight_axis, weight_qtype
 
 _CORRECTED = (Precision.INT8, Precision.INT16, Precision.INT8_WEIGHT)
 
@@ -50,7 +50,7 @@ def _targets(qmodel: QModel) -> list[tuple[ir.Node, np.ndarray]]:
         if w is None or w.dtype != np.float32 or node.inputs[0] is None or node.inputs[0].const_value is not None:
             continue
         axis = weight_axis(node, w.ndim) if decision.per_channel else None
-        q, scales = quantize_weight(w, axis, weight_qtype(node, qmodel.scheme))
+        q, scales = layer_weight(qmodel, node_label(node), w, axis, weight_qtype(node, qmodel.scheme))
         residual = w - dequantize(q, scales, np.zeros_like(scales, dtype=np.int64), axis)
         found.append((node, residual.astype(np.float32)))
     return found
@@ -64,7 +64,6 @@ def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray]]) -> o
     proto = qmodel.to_proto()
     graph = proto.graph
     del graph.output[:]
-    axes_as_input = max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 18
     for i, (node, residual) in enumerate(targets):
         name = f"irq_bias_probe_{i}"
         graph.initializer.append(numpy_helper.from_array(residual, f"{name}_w"))
@@ -72,14 +71,7 @@ def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray]]) -> o
         graph.node.append(helper.make_node(node.op_type, [node.inputs[0].name or "", f"{name}_w"], [f"{name}_y"],
                                            name=f"{name}_op", **attrs))
         rank = 2 if node.op_type == "Gemm" else residual.ndim  # a Conv's output has its weight's rank
-        axes = [0, *range(2, rank)]
-        if axes_as_input:
-            graph.initializer.append(numpy_helper.from_array(np.asarray(axes, np.int64), f"{name}_axes"))
-            mean = helper.make_node("ReduceMean", [f"{name}_y", f"{name}_axes"], [name], keepdims=0)
-        else:  # ReduceMean took its axes as an attribute before opset 18
-            mean = helper.make_node("ReduceMean", [f"{name}_y"], [name], keepdims=0, axes=axes)
-        graph.node.append(mean)
-        graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        add_channel_mean(proto, f"{name}_y", name, [0, *range(2, rank)])
     return proto
 
 
@@ -103,17 +95,8 @@ class BiasCorrect(Pass):
             why = "no calibration data" if qmodel.calibration is None else "no int8 Conv/Gemm"
             qmodel.analysis.record(self.name, layers=0, skipped=why)
             return PassResult(qmodel, False)
-        session = make_session(_probe_model(qmodel, targets).SerializeToString())
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
-        names = {i.name for i in session.get_inputs()}
-        size = max(1, min(self.batch_size, data.max_batch() or self.batch_size,
-                          batch_limit(session) or self.batch_size))
-        sums: list[np.ndarray | float] = [0.0] * len(targets)
-        for start in range(0, len(data), size):
-            stop = min(start + size, len(data))
-            means = session.run(None, {k: v for k, v in data.feed(start, stop).items() if k in names})
-            sums = [s + m.astype(np.float64) * (stop - start) for s, m in zip(sums, means, strict=True)]
-        shifts = [s / len(data) for s in sums]
+        shifts = mean_outputs(_probe_model(qmodel, targets), data, self.batch_size)
         qmodel.bias_shifts.update({node_label(node): np.asarray(shift, np.float32)
                                    for (node, _), shift in zip(targets, shifts, strict=True)})
         largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)

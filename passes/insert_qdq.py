@@ -19,9 +19,9 @@ from irq.errors import PassError
 from irq.ir.edit import Namer, add_initializer, add_to_bias, new_node, replace_input
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
-from irq.quant.arith import activation_spec, quantize_bias, quantize_weight
+from irq.quant.arith import activation_spec, quantize_bias
 from irq.quant.spec import Precision, QType, QuantSpec, TensorRange
-from irq.quant.weight_range import range_decision, weight_axis, weight_qtype
+from irq.quant.weight_range import layer_weight, range_decision, weight_axis, weight_qtype
 
 #: Ops whose output takes the input's quantization parameters (they only move values).
 PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
@@ -77,6 +77,7 @@ class _Rewriter:
         self._pairs: dict[tuple[str, QType], ir.Value] = {}
         self._specs: dict[str, QuantSpec] = {}
         self._weights: dict[tuple[int, int | None, QType], ir.Value] = {}
+        self._int4: list[ir.Value] = []  # int8 initializers that hold int4 values (a backend may pack them)
 
     def rewrite(self) -> PassResult:
         """Materialise the plan."""
@@ -103,7 +104,8 @@ class _Rewriter:
         if changed:
             RemoveUnusedNodesPass()(qmodel.model)  # the float weights that were replaced
         qmodel.analysis.record("insert-qdq", activation_pairs=len(self._pairs), quantized_nodes=len(quantized),
-                               weight_only_nodes=len(weight_only), weights=range_decision(qmodel.scheme))
+                               weight_only_nodes=len(weight_only), weights=range_decision(qmodel.scheme),
+                               int4_weights=[v.name for v in self._int4 if v.name])
         return PassResult(qmodel, changed)
 
     def _act_type(self, label: str) -> QType:
@@ -184,13 +186,15 @@ class _Rewriter:
         # An int4 scheme gets int4 values ([-7, 7], scale max|w|/7) held in int8 initializers:
         # packed INT4 storage would need opset 21, which changes other ops' signatures.
         qtype = weight_qtype(node, self._q.scheme)
-        w_q, scales = quantize_weight(w, axis, qtype)
+        w_q, scales = layer_weight(self._q, label, w, axis, qtype)
         shift = self._q.bias_shifts.get(label)
         if shift is not None and node.op_type in ("Conv", "Gemm"):
             add_to_bias(self._graph, self._namer, node, shift)  # what rounding these weights shifts, measured
         key = (id(w_value), axis, qtype)
         if key not in self._weights:  # a weight shared by several layers is stored once
             self._weights[key] = self._dequantize_const(w_q, scales, axis, w_value.name or f"{label}.weight")
+            if qtype is QType.INT4:
+                self._int4.append(self._weights[key].producer().inputs[0])  # type: ignore[union-attr,arg-type]
         node.replace_input_with(index, self._weights[key])
         if len(node.inputs) > 2 and node.inputs[2] is not None and node.op_type != "MatMul":
             self._quantize_bias(node, scales, axis)

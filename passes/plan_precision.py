@@ -76,6 +76,7 @@ class PlanPrecision(Pass):
         """Decide each eligible node's precision; pinned decisions are kept."""
         default = qmodel.default_precision
         rules = qmodel.recipe.layers if qmodel.recipe is not None else ()
+        by_default = Granularity.PER_CHANNEL if qmodel.scheme.per_channel else Granularity.PER_TENSOR
         plan: dict[str, LayerDecision] = {}
         for node in qmodel.graph:
             label = node_label(node)
@@ -83,7 +84,7 @@ class PlanPrecision(Pass):
             if pinned is not None and pinned.source is not DecisionSource.DEFAULT:
                 plan[label] = pinned
                 continue
-            decision = LayerDecision(default) if eligible(node, default) else None
+            decision = LayerDecision(default, granularity=by_default) if eligible(node, default) else None
             for rule in rules:
                 if not rule.matches(label, node.op_type):
                     continue
@@ -92,7 +93,7 @@ class PlanPrecision(Pass):
                     precision = (float_precision(default) if rule.precision == "skip"
                                  else Precision(rule.precision))
                 granularity = (Granularity(rule.granularity) if rule.granularity
-                               else decision.granularity if decision else Granularity.PER_CHANNEL)
+                               else decision.granularity if decision else by_default)
                 if precision.is_float or eligible(node, precision):
                     decision = LayerDecision(precision, f"recipe {rule.name or rule.op_type}", granularity,
                                              source=DecisionSource.RECIPE)

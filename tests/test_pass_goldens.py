@@ -47,6 +47,17 @@ g (float[1,2,5,5] x) => (float[1,3,3,3] y, float[1,2,6,7] z)
   xq = Pad (x, q)
   z = Relu (xq)
 }"""),
+    # Conv -> Relu -> MaxPool -> Conv with uneven channel ranges: the first Conv's channels (and
+    # bias) are divided by s, the second's input channels multiplied by s: every range ends at sqrt(r1 r2).
+    "equalize": ("equalize", """
+g (float[1,1,4,4] x) => (float[1,1,2,2] y)
+<float[2,1,1,1] w1 = {8,0.5}, float[2] b1 = {1,2}, float[1,2,1,1] w2 = {0.25,4}>
+{
+  c1 = Conv (x, w1, b1)
+  r = Relu (c1)
+  p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r)
+  y = Conv (p, w2)
+}"""),
     # A dead branch and an Identity chain go; the live path stays.
     "cleanup": ("cleanup", """
 g (float[1,4] x) => (float[1,4] y)

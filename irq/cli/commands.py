@@ -67,7 +67,8 @@ def _compile(args: argparse.Namespace) -> int:
                                measure_latency=not args.no_latency, budgets=Budgets.from_args(args),
                                checks=check_options(args), input_shapes=input_shapes(args),
                                input_values=input_values(args), batch_axes=batch_axes(args), output=args.output,
-                               criterion=criterion, search=search, verify_each=args.verify_each)
+                               criterion=criterion, search=search, verify_each=args.verify_each,
+                               preset=args.preset, weights=args.weights)
     except BudgetError:
         _print_saved(os.path.join(args.out, "report.json"))
         raise

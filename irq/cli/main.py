@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eval", help=".npz or image folder (labels optional)")
     c.add_argument("--recipe", help="YAML recipe with per-layer overrides")
     c.add_argument("--pipeline", help="override the target's pass pipeline string")
+    c.add_argument("--preset", choices=["fast", "accurate", "max"], help="fast: the target's pipeline (default); "
+                   "accurate: + cross-layer equalization and weight-scale search; max: + AdaRound (minutes)")
+    c.add_argument("--weights", choices=["int8", "int4"], help="weight type of the quantized layers (int4: W4A8 on "
+                   "onnx-int8/-arm, coreml-w8a8; int4 weight-only on coreml-int8)")
     c.add_argument("--disable-pass", action="append", default=[], help="skip a pass by name")
     c.add_argument("--dump-ir", help="write the IR after each pass into this folder")
     c.add_argument("--verify-each", action="store_true",

@@ -45,6 +45,12 @@ class QModel:
     #: Per layer, the mean output shift its quantized weights cause (bias-correct measures it,
     #: insert-qdq adds it to the bias of each layer whose weights it quantizes).
     bias_shifts: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per layer, the weight scales a search chose in place of max|w| / qmax (weight-scales sets
+    #: them; bias-correct and insert-qdq quantize with them).
+    weight_scales: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per layer, integer weights a learned rounding chose (adaround; with that layer's
+    #: ``weight_scales``), used in place of round-to-nearest.
+    rounded_weights: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def graph(self) -> ir.Graph:
@@ -73,7 +79,8 @@ class QModel:
         model = ir.serde.deserialize_model(self.to_proto())
         return dataclasses.replace(self, model=model, ranges=dict(self.ranges),
                                    plan=dict(self.plan), analysis=self.analysis.copy(),
-                                   history=list(self.history), bias_shifts=dict(self.bias_shifts))
+                                   history=list(self.history), bias_shifts=dict(self.bias_shifts),
+                                   weight_scales=dict(self.weight_scales), rounded_weights=dict(self.rounded_weights))
 
     def save(self, path: Path) -> None:
         """Write the graph as one self-contained ONNX file (atomically)."""

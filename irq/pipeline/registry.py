@@ -30,14 +30,17 @@ BUILTIN_PASSES: dict[str, str] = {
     "cleanup": "irq.passes.cleanup:Cleanup",
     "fold-bn": "irq.passes.fold_bn:FoldBatchNorm",
     "fold-pad": "irq.passes.fold_pad:FoldPad",
+    "equalize": "irq.passes.equalize:Equalize",
     "analyze": "irq.passes.analyze:Analyze",
     "calibrate": "irq.passes.calibrate:Calibrate",
     "plan-precision": "irq.passes.plan_precision:PlanPrecision",
     "bias-correct": "irq.passes.bias_correct:BiasCorrect",
+    "adaround": "irq.passes.adaround:AdaRound",
     "insert-qdq": "irq.passes.insert_qdq:InsertQDQ",
     "quantize-dynamic": "irq.passes.quantize_dynamic:QuantizeDynamic",
     "to-fp16": "irq.passes.to_fp16:ToFP16",
     "int4-weights": "irq.passes.int4_weights:Int4Weights",
+    "weight-scales": "irq.passes.weight_scales:WeightScales",
 }
 
 

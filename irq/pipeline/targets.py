@@ -39,6 +39,8 @@ class Target:
     needs_calibration: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: The accuracy preset the pipeline was built with (irq.pipeline.presets).
+    preset: str = "fast"
 
 
 _BACKENDS = {

@@ -9,7 +9,6 @@ result exactly as it would lower a post-training-quantized one.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -19,15 +18,15 @@ from irq.errors import InputError
 from irq.ir.model import QModel
 from irq.pipeline.infra import PassManager
 from irq.pipeline.prepare import quantize
+from irq.pipeline.presets import with_weights
 from irq.pipeline.recipe import Recipe
 from irq.pipeline.registry import format_pipeline, parse_pipeline
 from irq.pipeline.targets import Target, get_target
 from irq.qat.translate import QDQModule
-from irq.quant.spec import QType, TensorRange
+from irq.quant.spec import TensorRange
 
 #: The passes a target may run after calibration for QAT to reproduce them at export.
 TAIL_PASSES = frozenset({"plan-precision", "insert-qdq"})
-WEIGHT_TYPES = {"int8": QType.INT8, "int4": QType.INT4}
 
 
 @dataclass
@@ -52,16 +51,7 @@ class Prepared:
 
 def resolve_target(target: str | Target, weights: str | None = None) -> Target:
     """The target, with its weight type overridden (``int4``: int4 values, per the scheme)."""
-    tgt = get_target(target) if isinstance(target, str) else target
-    if weights is None:
-        return tgt
-    if weights not in WEIGHT_TYPES:
-        raise InputError(f"weights must be one of {', '.join(WEIGHT_TYPES)}, not {weights!r}")
-    if weights == "int4" and tgt.backend == "tflite":
-        raise InputError(f"target {tgt.name}: the TFLite converter quantizes weights to int8 itself; "
-                         "int4 weights need an onnx or coreml target")
-    scheme = dataclasses.replace(tgt.scheme, weight=WEIGHT_TYPES[weights])
-    return dataclasses.replace(tgt, scheme=scheme, name=f"{tgt.name}+w{weights}" if weights != "int8" else tgt.name)
+    return with_weights(get_target(target) if isinstance(target, str) else target, weights)
 
 
 def split_pipeline(target: Target) -> tuple[str, str, str]:

@@ -71,9 +71,13 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     return ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
 
 
-def quantize_weight(w: np.ndarray, axis: int | None, qtype: QType = QType.INT8) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric (per-channel when ``axis`` is set) weight quantization: (int data, scales)."""
-    scales = weight_scales(w, axis, qtype)
+def quantize_weight(w: np.ndarray, axis: int | None, qtype: QType = QType.INT8,
+                    scales: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric (per-channel when ``axis`` is set) weight quantization: (int data, scales).
+
+    ``scales`` (one per slice) replaces the max-abs scales, e.g. a searched clipping.
+    """
+    scales = weight_scales(w, axis, qtype) if scales is None else np.asarray(scales, np.float32)
     zeros = np.zeros_like(scales, dtype=np.int64)
     return quantize(w, scales, zeros, qtype, axis), scales
 

@@ -132,6 +132,8 @@ class Scheme:
     symmetric_activations: bool = False
     calibration: str = "percentile"  # method name understood by the calibrate pass (percentile: 99.99)
     int4_block_size: int = 32
+    #: Under int4 weights, convolutions with fewer weights per output channel keep int8 (0: none do).
+    int4_min_fan_in: int = 32
     #: 7-bit weights for layers run by u8/s8 GEMM kernels: "no", "yes", or "auto" (yes on an x86
     #: CPU without VNNI, whose int8 kernels saturate int16 pair sums; see irq.quant.weight_range).
     reduce_range: str = "no"

@@ -14,9 +14,11 @@ import functools
 import platform
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 
-from irq.ir.model import constant_array
+from irq.ir.model import QModel, constant_array
+from irq.quant.arith import quantize_weight
 from irq.quant.spec import QType, Scheme
 
 #: CPU flags (``/proc/cpuinfo``) of the int8 dot-product instructions that do not saturate.
@@ -62,10 +64,19 @@ def is_depthwise(node: ir.Node) -> bool:
     return w is not None and w.ndim >= 3 and w.shape[1] == 1
 
 
+def _weights_per_channel(node: ir.Node) -> float:
+    """A Conv's weights per output channel (other ops: unbounded, they are never small)."""
+    w = constant_array(node.inputs[1]) if node.op_type == "Conv" and len(node.inputs) > 1 else None
+    return float("inf") if w is None else float(np.prod(w.shape[1:]))
+
+
 def weight_qtype(node: ir.Node, scheme: Scheme) -> QType:
     """The integer type of ``node``'s weight under ``scheme`` (shared by insert-qdq and QAT)."""
     if scheme.weight == QType.INT4:
-        return QType.INT4
+        # A filter of a few weights (a depthwise 3x3 has 9, an RGB stem 27) cannot be held by 16
+        # levels, and such layers are a few % of a network's weights: they keep 8 bits.
+        small = scheme.int4_min_fan_in and _weights_per_channel(node) < scheme.int4_min_fan_in
+        return QType.INT8 if small else QType.INT4
     if reduces_range(scheme) and node.op_type in _GEMM_OPS and not is_depthwise(node):
         return QType.INT7
     return QType.INT8
@@ -83,3 +94,18 @@ def weight_axis(node: ir.Node, rank: int) -> int | None:
     if op == "MatMul":
         return rank - 1 if rank >= 2 else None
     return None
+
+
+def layer_weight(qmodel: QModel, label: str, w: np.ndarray, axis: int | None,
+                 qtype: QType) -> tuple[np.ndarray, np.ndarray]:
+    """(integer weights, scales) of one layer as it will be written.
+
+    A learned rounding (``qmodel.rounded_weights``) wins, then searched scales
+    (``qmodel.weight_scales``), then round-to-nearest with max-abs scales. Bias correction and
+    Q/DQ insertion both call this, so the shift that one measures is the one the other writes.
+    """
+    scales = qmodel.weight_scales.get(label)
+    rounded = qmodel.rounded_weights.get(label)
+    if rounded is not None and scales is not None and rounded.shape == w.shape:
+        return rounded, np.asarray(scales, np.float32)
+    return quantize_weight(w, axis, qtype, scales)

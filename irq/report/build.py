@@ -52,8 +52,9 @@ def build_report(float_model: QModel, float_bytes: bytes, qmodel: QModel, target
     unplanned = artifact.info.get("float_ops_unplanned") or []
     calibration = qmodel.analysis.calibration
     return Report(
-        model=float_model.name, target=target.name, backend=target.backend, artifact=str(artifact.path),
-        runtime=artifact.runtime, size_bytes=_sizes(float_model, len(float_bytes), artifact.size_bytes),
+        model=float_model.name, target=target.name, backend=target.backend, preset=target.preset,
+        artifact=str(artifact.path), runtime=artifact.runtime,
+        size_bytes=_sizes(float_model, len(float_bytes), artifact.size_bytes),
         scheme={"activation": qmodel.scheme.activation.value, "weight": qmodel.scheme.weight.value,
                 "per_channel": qmodel.scheme.per_channel, "calibration": qmodel.scheme.calibration,
                 "weight_range": range_decision(qmodel.scheme)},

@@ -27,6 +27,7 @@ class Report:
     layers: list[Section] = field(default_factory=list)
     backend: str | None = None
     runtime: str | None = None
+    preset: str | None = None
     scheme: Section | None = None
     passes: list[Section] | None = None
     calibration: Section | None = None

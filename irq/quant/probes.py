@@ -1,0 +1,60 @@
+"""Probes: extra outputs of the float model that reduce a tensor to a per-channel mean, in one run.
+
+Passes that need statistics of many tensors over the calibration data (bias correction's
+output shifts, weight-scale search's input energies) add small reduction subgraphs to a copy
+of the float model and average their outputs over the data, so nothing but the means is kept
+in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from irq.data import DataSet
+from irq.ir.ort import batch_limit, make_session
+
+
+def add_channel_mean(proto: onnx.ModelProto, source: str, name: str, axes: Sequence[int]) -> None:
+    """Append ``name`` = ReduceMean(``source``) over ``axes`` (keepdims 0) as a graph output."""
+    graph = proto.graph
+    if max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 18:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(list(axes), np.int64), f"{name}_axes"))
+        graph.node.append(helper.make_node("ReduceMean", [source, f"{name}_axes"], [name], keepdims=0))
+    else:  # ReduceMean took its axes as an attribute before opset 18
+        graph.node.append(helper.make_node("ReduceMean", [source], [name], keepdims=0, axes=list(axes)))
+    graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+
+
+def mean_outputs(proto: onnx.ModelProto, data: DataSet, batch_size: int = 16) -> list[np.ndarray]:
+    """Every output of ``proto`` averaged over the samples of ``data`` (weighted by batch size)."""
+    session = make_session(proto.SerializeToString())
+    names = {i.name for i in session.get_inputs()}
+    size = max(1, min(batch_size, data.max_batch() or batch_size, batch_limit(session) or batch_size))
+    sums: list[np.ndarray | float] = [0.0] * len(proto.graph.output)
+    for start in range(0, len(data), size):
+        stop = min(start + size, len(data))
+        means = session.run(None, {k: v for k, v in data.feed(start, stop).items() if k in names})
+        sums = [s + m.astype(np.float64) * (stop - start) for s, m in zip(sums, means, strict=True)]
+    return [np.asarray(s / max(len(data), 1)) for s in sums]
+
+
+def channel_energy(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int, ...]]], data: DataSet,
+                   batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per channel, the mean square of each named tensor over ``data``.
+
+    ``values`` pairs a tensor's name with the axes to average over (all but its channel axis).
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.output[:]
+    wanted = dict(values)
+    for i, (source, axes) in enumerate(wanted.items()):
+        name = f"irq_energy_probe_{i}"
+        probe.graph.node.append(helper.make_node("Mul", [source, source], [f"{name}_sq"]))
+        add_channel_mean(probe, f"{name}_sq", name, axes)
+    means = mean_outputs(probe, data, batch_size)
+    return {source: m.astype(np.float32) for source, m in zip(wanted, means, strict=True)}

@@ -1,0 +1,250 @@
+"""AdaRound: learn whether each weight rounds up or down, layer by layer, on calibration data.
+
+Round-to-nearest minimises each weight's own error, not the layer's output error; with 4 bits
+the difference decides whether a CNN works (Nagel et al., "Up or Down? Adaptive Rounding for
+Post-Training Quantization", 2020). For each Conv (2-D) and Gemm whose weights the plan
+quantizes, with the scales already chosen (max-abs or weight-scales'), this pass optimises a
+soft rounding h(V) in [0, 1] per weight so that op(x, W) - op(x, s * (floor(W / s) + h(V)))
+is small on the layer's float inputs, while a regulariser, annealed, pushes every h to 0 or 1;
+then it keeps floor(W / s) + [h >= 0.5]. Torch on CPU, a bounded number of steps per layer and
+a time limit for the whole pass (layers left when it runs out keep round-to-nearest, and the
+record says which). Inputs are captured a few layers at a time in one float run per group, so
+memory holds one group's activations, never the whole model's.
+
+The integer weights land in ``qmodel.rounded_weights``; bias-correct and insert-qdq use them.
+Run after plan-precision (and weight-scales), before bias-correct.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from irq.errors import PassError
+from irq.ir.model import QModel, constant_array, node_label
+from irq.ir.ort import make_session, with_outputs
+from irq.pipeline.infra import Pass, PassResult
+from irq.quant.arith import weight_scales
+from irq.quant.spec import Precision
+from irq.quant.weight_range import weight_axis, weight_qtype
+
+_ROUNDED = (Precision.INT8, Precision.INT16, Precision.INT8_WEIGHT)
+_ZETA, _GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
+#: Captured activations per group of layers (bytes): bounds the pass's memory.
+_GROUP_BYTES = 512 * 2**20
+
+
+def _conv_args(node: ir.Node, w: np.ndarray) -> dict[str, Any] | str:
+    """The torch conv2d arguments for an ONNX Conv, or why it is not learned."""
+    attrs = node.attributes
+    if w.ndim != 4:
+        return "not a 2-D convolution"
+    if attrs.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return "auto_pad SAME (explicit pads expected after cleanup)"
+    pads = list(attrs.get_ints("pads", [0, 0, 0, 0]))
+    return {"stride": tuple(attrs.get_ints("strides", [1, 1])), "dilation": tuple(attrs.get_ints("dilations", [1, 1])),
+            "groups": attrs.get_int("group", 1), "pad": (pads[1], pads[3], pads[0], pads[2])}
+
+
+@dataclass
+class _Layer:
+    node: ir.Node
+    label: str
+    w: np.ndarray
+    scales: np.ndarray
+    axis: int | None
+    qmin: int
+    qmax: int
+    conv: dict[str, Any] | None  # None: a Gemm/MatMul (weight [K, N] after transposition)
+    transposed: bool
+
+
+class _Learner:
+    """The soft rounding of one layer and its loss (torch, CPU)."""
+
+    def __init__(self, layer: _Layer, x: np.ndarray, steps: int, batch: int, lr: float, reg: float,
+                 window: int) -> None:
+        import torch
+
+        self.torch, self.layer, self.steps, self.batch, self.window = torch, layer, steps, batch, window
+        w = layer.w.T if layer.transposed else layer.w
+        shape = [1] * w.ndim
+        if layer.axis is not None:
+            shape[0 if layer.conv is not None else 1] = -1  # a conv's output channels; a [K, N] weight's N
+        s = layer.scales.reshape(shape) if layer.axis is not None else layer.scales.reshape(())
+        self.w = torch.from_numpy(np.array(w, np.float32))  # a writable copy: torch shares the buffer
+        self.s = torch.from_numpy(np.asarray(s, np.float32))
+        self.floor = torch.floor(self.w / self.s)
+        rest = (self.w / self.s - self.floor).clamp(0.01, 0.99)
+        self.v = torch.nn.Parameter(-torch.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1))  # h(v) = rest
+        self.opt = torch.optim.Adam([self.v], lr=lr)
+        self.reg = reg
+        if layer.conv is not None:
+            pad = layer.conv["pad"]
+            self.x = torch.nn.functional.pad(torch.from_numpy(x), pad)
+        else:
+            self.x = torch.from_numpy(x.reshape(-1, x.shape[-1]))
+
+    def _h(self) -> Any:
+        return (self.torch.sigmoid(self.v) * (_ZETA - _GAMMA) + _GAMMA).clamp(0, 1)
+
+    def _sample(self, rng: np.random.Generator) -> Any:
+        n = self.x.shape[0]
+        rows = self.x[rng.choice(n, size=min(self.batch, n), replace=False)]
+        if self.layer.conv is None or self.window <= 0:
+            return rows
+        # a random window of the output (its receptive field of the input) keeps big layers cheap
+        conv, (kh, kw) = self.layer.conv, self.w.shape[2:]
+        (sh, sw), (dh, dw) = conv["stride"], conv["dilation"]
+        need_h, need_w = (self.window - 1) * sh + dh * (kh - 1) + 1, (self.window - 1) * sw + dw * (kw - 1) + 1
+        h, w = rows.shape[2:]
+        top = int(rng.integers(0, max(h - need_h, 0) + 1)) // sh * sh
+        left = int(rng.integers(0, max(w - need_w, 0) + 1)) // sw * sw
+        return rows[:, :, top:top + need_h, left:left + need_w]
+
+    def _apply(self, x: Any, w: Any) -> Any:
+        f = self.torch.nn.functional
+        if self.layer.conv is None:
+            return x @ w
+        conv = self.layer.conv
+        return f.conv2d(x, w, stride=conv["stride"], dilation=conv["dilation"], groups=conv["groups"])
+
+    def learn(self, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+        """(integer weights, output error before, after) on the captured inputs."""
+        torch = self.torch
+        lo, hi = self.layer.qmin, self.layer.qmax
+        warmup = int(0.2 * self.steps)
+        for step in range(self.steps):
+            x = self._sample(rng)
+            soft = self.s * torch.clamp(self.floor + self._h(), lo, hi)
+            recon = self._apply(x, self.w - soft).pow(2).sum(1).mean()
+            loss = recon
+            if step >= warmup:
+                beta = 20 + (2 - 20) * (step - warmup) / max(self.steps - warmup, 1)
+                loss = recon + self.reg * (1 - (2 * self._h() - 1).abs().pow(beta)).sum()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        with torch.no_grad():
+            q = torch.clamp(self.floor + (self._h() >= 0.5).float(), lo, hi)
+            nearest = torch.clamp(torch.round(self.w / self.s), lo, hi)
+            x = self.x[: min(len(self.x), 16)]
+            before = float(self._apply(x, self.w - self.s * nearest).pow(2).mean())
+            after = float(self._apply(x, self.w - self.s * q).pow(2).mean())
+        out = q.numpy().astype(np.int64)
+        return (out.T if self.layer.transposed else out), before, after
+
+
+@dataclass(frozen=True)
+class AdaRound(Pass):
+    """Learned rounding of quantized Conv/Gemm weights (see the module docstring)."""
+
+    name = "adaround"
+    rewrites_graph = False
+    keeps_plan = True
+    reads_calibration_data = True
+    samples: int = 128
+    steps: int = 400
+    batch: int = 8
+    lr: float = 0.01
+    reg: float = 0.01
+    window: int = 16  # output rows/columns a Conv step sees (0: the whole map)
+    seconds: float = 600.0
+    seed: int = 0
+
+    def requires(self, qmodel: QModel) -> list[str]:
+        """A current plan and calibration data."""
+        return qmodel.plan_problems() + ([] if qmodel.calibration is not None else ["no calibration data"])
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Learn every eligible layer's rounding within the time limit."""
+        try:
+            import torch
+        except ImportError as e:
+            raise PassError("adaround needs torch (pip install 'irq[torch]')") from e
+        torch.manual_seed(self.seed)
+        layers, skipped = self._layers(qmodel)
+        assert qmodel.calibration is not None
+        data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
+        rng, start, done, errors = np.random.default_rng(self.seed), time.perf_counter(), [], []
+        for group in self._groups(layers, data):
+            inputs = self._capture(qmodel, group, data)
+            for layer in group:
+                if time.perf_counter() - start > self.seconds:
+                    skipped[layer.label] = f"time limit ({self.seconds:g} s) reached: round to nearest"
+                    continue
+                learner = _Learner(layer, inputs[layer.node.inputs[0].name or ""], self.steps, self.batch,  # type: ignore[union-attr]
+                                   self.lr, self.reg, self.window)
+                q, before, after = learner.learn(rng)
+                qmodel.weight_scales[layer.label] = layer.scales
+                qmodel.rounded_weights[layer.label] = q.astype(weight_qtype(layer.node, qmodel.scheme).numpy_dtype)
+                done.append(layer.label)
+                errors.append(after / before if before > 0 else 1.0)
+            del inputs
+        qmodel.analysis.record(self.name, layers=len(done), skipped=skipped, samples=len(data), steps=self.steps,
+                               seconds=round(time.perf_counter() - start, 2),
+                               mean_error_ratio=float(np.mean(errors)) if errors else 1.0)
+        return PassResult(qmodel, bool(done))
+
+    @staticmethod
+    def _layers(qmodel: QModel) -> tuple[list[_Layer], dict[str, str]]:
+        layers, skipped = [], {}
+        for node in qmodel.graph:
+            label = node_label(node)
+            d = qmodel.plan.get(label)
+            if d is None or d.precision not in _ROUNDED or node.op_type not in ("Conv", "Gemm", "MatMul"):
+                continue
+            w = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+            x = node.inputs[0]
+            if w is None or w.dtype != np.float32 or x is None or x.const_value is not None or w.ndim < 2:
+                continue
+            transposed = node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0))
+            conv = _conv_args(node, w) if node.op_type == "Conv" else None
+            if isinstance(conv, str) or (node.op_type == "MatMul" and w.ndim != 2) or \
+                    (node.op_type == "Gemm" and node.attributes.get_int("transA", 0) != 0):
+                skipped[label] = conv if isinstance(conv, str) else "not a plain 2-D weight"
+                continue
+            axis = weight_axis(node, w.ndim) if d.per_channel else None
+            qtype = weight_qtype(node, qmodel.scheme)
+            scales = qmodel.weight_scales.get(label)
+            scales = weight_scales(w, axis, qtype) if scales is None else scales
+            layers.append(_Layer(node, label, w, np.asarray(scales, np.float32), axis, qtype.qmin, qtype.qmax, conv,
+                                 transposed))
+        return layers, skipped
+
+    @staticmethod
+    def _groups(layers: list[_Layer], data: Any) -> list[list[_Layer]]:
+        """Consecutive layers whose captured inputs fit in ``_GROUP_BYTES`` together."""
+        groups: list[list[_Layer]] = [[]]
+        used = 0
+        for layer in layers:
+            shape = layer.node.inputs[0].shape  # type: ignore[union-attr]
+            per_sample = int(np.prod([d if isinstance(d, int) else 1 for d in (shape or [])[1:]])) * 4
+            size = per_sample * len(data)
+            if groups[-1] and used + size > _GROUP_BYTES:
+                groups.append([])
+                used = 0
+            groups[-1].append(layer)
+            used += size
+        return [g for g in groups if g]
+
+    @staticmethod
+    def _capture(qmodel: QModel, group: list[_Layer], data: Any) -> dict[str, np.ndarray]:
+        """The float inputs of ``group``'s layers over ``data``, from one float run."""
+        names = list(dict.fromkeys(layer.node.inputs[0].name or "" for layer in group))  # type: ignore[union-attr]
+        proto = with_outputs(qmodel.to_proto(), names)
+        session = make_session(proto.SerializeToString())
+        wanted = [o.name for o in session.get_outputs()]
+        index = [wanted.index(n) for n in names]
+        feeds = {i.name for i in session.get_inputs()}
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for start in range(0, len(data), 16):
+            outs = session.run(None, {k: v for k, v in data.feed(start, min(start + 16, len(data))).items()
+                                      if k in feeds})
+            for n, i in zip(names, index, strict=True):
+                parts[n].append(np.asarray(outs[i], np.float32))
+        return {n: np.concatenate(p) for n, p in parts.items()}

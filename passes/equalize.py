@@ -1,0 +1,180 @@
+"""Cross-layer equalization: even out per-channel weight ranges across consecutive layers.
+
+For a layer A whose output channel c reaches a layer B only through ops that commute with a
+positive per-channel scale (ReLU, LeakyReLU, PReLU, max/average pooling, Flatten into a Gemm),
+dividing A's channel c (weights and bias) by s_c and multiplying B's input channel c by s_c
+leaves the model's function unchanged. With s_c = sqrt(r_A(c) / r_B(c)), both channels end
+with the range sqrt(r_A r_B), so one scale per tensor (or 4-bit weights) wastes less of its
+grid (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias Correction",
+2019). Pairs are equalized in graph order, a few rounds so that chains settle.
+
+Clip (ReLU6) does not commute with a per-channel scale: its bound would have to move with the
+channel, and ONNX's Clip takes one bound. Such pairs are skipped and reported. (Replacing
+ReLU6 by ReLU first, as AIMET offers, changed EfficientNet-Lite0's logits by up to 10.6 on
+logits of magnitude 11 here: not an equalization.) Run before calibrate: the ranges of the
+activations between A and B change.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from irq.ir.model import QModel, constant_array, node_label
+from irq.pipeline.infra import Pass, PassResult
+
+#: Ops between A and B that commute with a positive scale on each channel (axis 1).
+_COMMUTING = frozenset({"Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
+                        "GlobalMaxPool", "Identity"})
+
+
+def _only_reader(value: ir.Value) -> ir.Node | None:
+    users = list(value.uses())
+    if len(users) != 1 or value.is_graph_output():
+        return None
+    return users[0][0]
+
+
+def _private_constant(value: ir.Value | None) -> np.ndarray | None:
+    """A float constant that only one node reads (so rescaling it changes nobody else)."""
+    if value is None or value.const_value is None or len(list(value.uses())) != 1:
+        return None
+    array = value.const_value.numpy()
+    return array if array.dtype == np.float32 else None
+
+
+@dataclass
+class _Pair:
+    """A's output channels, and B's weight viewed so that axis ``b_axis`` holds B's input channels."""
+
+    a: ir.Node
+    b: ir.Node
+    a_weight: np.ndarray  # output channels on axis 0
+    a_transposed: bool  # Gemm with transB=0 keeps A's output channels on axis 1
+    b_view: np.ndarray
+    b_axis: int
+
+
+def _b_view(b: ir.Node, channels: int, flattened: bool) -> tuple[np.ndarray, int] | str:
+    """B's weight reshaped so one axis is A's channels, or why B cannot be equalized."""
+    if b.op_type not in ("Conv", "Gemm"):
+        return f"the next op is {b.op_type}"
+    w = _private_constant(b.inputs[1]) if len(b.inputs) > 1 else None
+    if w is None:
+        return "the next layer's weight is not a constant of its own"
+    if b.op_type == "Conv" and not flattened:
+        group = b.attributes.get_int("group", 1)
+        if group == 1 and w.shape[1] == channels:
+            return w, 1
+        if group == channels and w.shape[1] == 1:
+            return w.reshape(channels, w.shape[0] // channels, *w.shape[1:]), 0  # depthwise
+        return "grouped convolution"
+    if b.op_type == "Gemm" and b.attributes.get_float("alpha", 1.0) > 0 and not b.attributes.get_int("transA", 0):
+        k = w.shape[1] if b.attributes.get_int("transB", 0) else w.shape[0]
+        if k % channels:
+            return "the next Gemm's inputs do not split into the channels"
+        if b.attributes.get_int("transB", 0):
+            return w.reshape(w.shape[0], channels, k // channels), 1
+        return w.reshape(channels, k // channels, w.shape[1]), 0
+    return "the next layer is a Conv after Flatten"
+
+
+def _find_pair(a: ir.Node) -> _Pair | str:
+    """The layer A feeds through commuting ops, viewed for equalization, or why there is none."""
+    w = _private_constant(a.inputs[1]) if len(a.inputs) > 1 else None
+    if w is None or w.ndim < 2:
+        return "weight is not a constant of its own"
+    transposed = a.op_type == "Gemm" and a.attributes.get_int("transB", 0) == 0
+    if a.op_type == "Gemm" and (a.attributes.get_int("transA", 0) != 0 or a.attributes.get_float("alpha", 1.0) <= 0):
+        return "Gemm with transA or a negative alpha"
+    if len(a.inputs) > 2 and a.inputs[2] is not None and _private_constant(a.inputs[2]) is None:
+        return "bias is not a constant of its own"
+    channels = w.shape[1] if transposed else w.shape[0]
+    node, flattened = _only_reader(a.outputs[0]), False
+    while node is not None and (node.op_type in _COMMUTING or node.op_type == "Flatten"):
+        slope = constant_array(node.inputs[1]) if node.op_type == "PRelu" else None
+        if slope is not None and slope.size not in (1, channels):
+            return "PReLU slope that is not per channel"
+        if node.op_type == "Flatten":
+            if node.attributes.get_int("axis", 1) != 1:
+                return "Flatten on another axis"
+            flattened = True
+        node = _only_reader(node.outputs[0])
+    if node is None:
+        return "its output is read by several nodes or is a model output"
+    if node.op_type == "Clip":
+        return "Clip (ReLU6) between the layers: its one bound cannot move per channel"
+    view = _b_view(node, channels, flattened)
+    if isinstance(view, str):
+        return view
+    return _Pair(a, node, w.T if transposed else w, transposed, *view)
+
+
+def _ranges(array: np.ndarray, axis: int) -> np.ndarray:
+    return np.abs(array).max(axis=tuple(i for i in range(array.ndim) if i != axis)).astype(np.float64)
+
+
+#: A pair whose scales all lie within 0.1 % of 1 is equalized already (so a second run is a no-op).
+_SETTLED = 1e-3
+
+
+def _equalize(pair: _Pair) -> float:
+    """Rescale one pair's initializers; return the largest |log s| (0: settled, nothing written)."""
+    r_a, r_b = _ranges(pair.a_weight, 0), _ranges(pair.b_view, pair.b_axis)
+    s = np.where((r_a > 0) & (r_b > 0), np.sqrt(r_a / np.maximum(r_b, 1e-30)), 1.0)
+    s = np.clip(s, 1e-4, 1e4)
+    moved = float(np.max(np.abs(np.log(s)), initial=0.0))
+    if moved < _SETTLED:
+        return 0.0
+    shape = [1] * pair.a_weight.ndim
+    shape[0] = -1
+    a_w = (pair.a_weight / s.reshape(shape)).astype(np.float32)
+    b_shape = [1] * pair.b_view.ndim
+    b_shape[pair.b_axis] = -1
+    b_w = (pair.b_view * s.reshape(b_shape)).astype(np.float32)
+    _replace(pair.a.inputs[1], a_w.T if pair.a_transposed else a_w)
+    _replace(pair.b.inputs[1], b_w.reshape(constant_array(pair.b.inputs[1]).shape))  # type: ignore[union-attr]
+    if len(pair.a.inputs) > 2 and pair.a.inputs[2] is not None:
+        bias = constant_array(pair.a.inputs[2])
+        assert bias is not None
+        _replace(pair.a.inputs[2], (bias / s.reshape(bias.shape)).astype(np.float32))
+    return moved
+
+
+def _replace(value: ir.Value | None, array: np.ndarray) -> None:
+    assert value is not None and value.const_value is not None
+    value.const_value = ir.tensor(array, name=value.const_value.name)
+
+
+@dataclass(frozen=True)
+class Equalize(Pass):
+    """Cross-layer equalization of Conv/Gemm pairs (see the module docstring)."""
+
+    name = "equalize"
+    rounds: int = 20
+
+    def run(self, qmodel: QModel) -> PassResult:
+        """Equalize every pair found; record the pairs and why the other layers were skipped."""
+        pairs: list[str] = []
+        skipped: Counter[str] = Counter()
+        changed, rounds = False, 0
+        for rounds in range(1, self.rounds + 1):
+            moved = 0.0
+            for node in list(qmodel.graph):
+                if node.op_type not in ("Conv", "Gemm"):
+                    continue
+                pair = _find_pair(node)
+                if isinstance(pair, str):
+                    skipped[pair] += rounds == 1
+                    continue
+                moved = max(moved, _equalize(pair))
+                if rounds == 1:
+                    pairs.append(f"{node_label(pair.a)} -> {node_label(pair.b)}")
+            changed |= moved > 0
+            if moved == 0:
+                break
+        qmodel.analysis.record(self.name, pairs=pairs, skipped=dict(skipped), rounds=rounds)
+        return PassResult(qmodel, changed)
