@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from irq.errors import PassError
-from irq.ir.edit import Namer, add_initializer, add_to_bias, new_node, replace_input
+from irq.ir.edit import Namer, add_initializer, add_to_bias, ensure_opset, new_node, replace_input
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import activation_spec, quantize_bias
@@ -101,6 +101,8 @@ class _Rewriter:
                         changed = True
             if label in quantized or label in weight_only:
                 changed |= self._quantize_weights(node, label)
+        if any(qtype.bits == 16 for _, qtype in self._pairs):
+            ensure_opset(qmodel.model, _MS, 1)  # 16-bit Q/DQ before opset 21 are onnxruntime's contrib ops
         if changed:
             RemoveUnusedNodesPass()(qmodel.model)  # the float weights that were replaced
         qmodel.analysis.record("insert-qdq", activation_pairs=len(self._pairs), quantized_nodes=len(quantized),

@@ -138,6 +138,8 @@ def test_budget_search_meets_the_budget_on_the_artifact(tmp_path, int4_target, f
     kept = {x["name"] for x in report["layers"] if x["reason"].startswith("sensitivity")}
     assert members and members <= kept  # plus any MaxPool/ReLU that only fed them
     assert all(x["precision"] == "fp32" for x in report["layers"] if x["name"] in kept)
+    # int16 activations cannot mend int4 weights: the search tried them first, then float
+    assert [(t["precision"], t["met"]) for t in mixed["precision_tried"]] == [("int16", False), ("fp32", True)]
     validate_report(json.loads((tmp_path / "report.json").read_text()))
     pareto = json.loads((tmp_path / "pareto.json").read_text())
     assert any(p["pareto"] for p in pareto["points"]) and (tmp_path / "pareto.png").stat().st_size > 1000
@@ -223,3 +225,20 @@ def test_kept_float_layers_stay_float_in_onnxruntime(tmp_path, broken_result):
         conv = next(n for n in optimized.graph.node if n.name == BROKEN)
         weight_from_dq = producers.get(conv.input[1]) == "DequantizeLinear"
         assert weight_from_dq is (not isolate)
+
+
+
+@pytest.mark.slow
+def test_budget_search_keeps_layers_at_int16_where_that_meets_the_budget(tmp_path):
+    """MiniLM, static int8: embedding cosine 0.92 plainly, 0.995 with every activation int16."""
+    search = SearchOptions(SensitivityOptions(subset=16, confirm=0, workers=1), max_evals=10, full_curve=False)
+    report = compile_model("minilm", "onnx-int8", tmp_path, calib=zoo.calibration_data("minilm"),
+                           eval=zoo.eval_data("minilm"), criterion=Criterion("cosine", 0.99), search=search,
+                           measure_latency=False)
+    mixed = report["mixed_precision"]
+    assert mixed["met"] and mixed["plain"]["metric"] < 0.99 <= mixed["chosen"]["metric"]
+    assert mixed["keep_precision"] == "int16" and [t["precision"] for t in mixed["precision_tried"]] == ["int16"]
+    kept = {x["precision"] for x in report["layers"] if x["reason"].startswith("sensitivity")}
+    assert kept == {"int16"}
+    assert report["error"]["cosine"] >= 0.99  # re-measured on the saved artifact
+    assert report["size_bytes"]["artifact"] <= 1.01 * mixed["plain"]["size_bytes"]  # int8 weights stay int8

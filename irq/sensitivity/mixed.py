@@ -173,6 +173,19 @@ class _Search:
             self.measure(order[:k])
 
 
+def _tiers(target: Target, choice: str, high: Precision) -> list[Precision]:
+    """The precisions a kept layer tries, cheapest first.
+
+    On a static ONNX target under ``--keep auto``, int16 activations (int8 weights: the artifact
+    stays small, and NPUs without float run it) come before float.
+    """
+    static = target.default_precision == Precision.INT8 and "insert-qdq" in target.pipeline \
+        and "activations=false" not in target.pipeline
+    if choice == "auto" and target.backend == "onnx" and high == Precision.FP32 and static:
+        return [Precision.INT16, Precision.FP32]
+    return [high]
+
+
 def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet | None, data: DataSet,
                            criterion: Criterion, options: SearchOptions | None = None, recipe: Any = None,
                            pipeline: str | None = None, scratch: Path | None = None) -> SearchResult:
@@ -196,8 +209,20 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     _, suffix = split_pipeline(target, pipeline)
     scratch = Path(tempfile.mkdtemp(prefix="irq-mixed-")) if scratch is None else scratch
     ref = run_dataset(OnnxRunner(float_qmodel.to_bytes()), data)
-    search = _Search(sens.base, target, suffix, sens.high, data, ref, criterion, scratch, opts.max_evals)
-    k = search.grow(order)
+    tiers = _tiers(target, opts.sensitivity.high, sens.high)
+    tried: list[dict[str, Any]] = []
+    for i, high in enumerate(tiers):
+        left = opts.max_evals - sum(t["evaluations"] for t in tried)
+        search = _Search(sens.base, target, suffix, high, data, ref, criterion, scratch / high.value, left)
+        last = i == len(tiers) - 1
+        # a cheaper precision first proves it can meet the budget at all (every ranked layer kept)
+        feasible = last or search.measure([])["met"] or search.measure(order)["met"]
+        k = search.grow(order) if feasible else None
+        if k is not None or last or not search.budget_left:
+            break
+        # not even every ranked layer at this precision meets the budget: try the next one
+        tried.append({"precision": high.value, "met": False, "evaluations": len(search.points),
+                      "best_metric": max((p["metric"] for p in search.points.values()), default=None)})
     kept = search.backtrack(order[:k]) if k else []
     if opts.full_curve:
         search.curve(order, k or 0)
@@ -212,14 +237,17 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     chosen = search.points[key]
     plain = search.points[frozenset()]
     figures = {"criterion": criterion.describe(), "metric": criterion.metric, "threshold": criterion.threshold,
-               "ranking_metric": rank_metric, "plain": plain, "chosen": chosen, "evaluations": len(points),
+               "ranking_metric": rank_metric, "plain": plain, "chosen": chosen,
+               "evaluations": len(points) + sum(t["evaluations"] for t in tried),
                "refused_by_backend": sum("error" in p for p in points),
                "stopped_at_max_evals": not met and not search.budget_left,
-               "size_cost_bytes": chosen["size_bytes"] - plain["size_bytes"]}
+               "size_cost_bytes": chosen["size_bytes"] - plain["size_bytes"],
+               "precision_tried": [*tried, {"precision": search.high.value, "met": met,
+                                            "evaluations": len(points)}]}
     for p in points:
         p["chosen"] = frozenset(p["layers"]) == key
     return SearchResult(qmodel, dict(qmodel.plan), sorted(key, key=[u.name for u in order].index), met, figures,
-                        points, sens, artifact, sens.high, scratch)
+                        points, sens, artifact, search.high, scratch)
 
 
 def copy_artifact(artifact: Artifact, out_dir: Path) -> Artifact:
