@@ -155,3 +155,17 @@ def test_int4_weights_are_packed_and_small_filters_keep_int8(tmp_path, fashion_m
     x = zoo.eval_data("fashion-cnn", 64).feed(0, 64)
     packed, held = (run_onnx(str(tmp_path / s / "model.onnx"), x)[0] for s in ("packed", "int8"))
     np.testing.assert_allclose(packed, held, atol=1e-5)  # the same integers: float vs int8 kernels' rounding
+
+
+def test_smooth_quant_moves_activation_outliers_into_weights_without_changing_the_function():
+    from irq.data.conform import conform
+
+    q = PassManager(parse_pipeline(CLEAN))(import_model("minilm")).model
+    q.calibration = conform(zoo.calibration_data("minilm", 16), q.graph, "calibration")
+    before = q.to_proto()
+    result = PassManager(parse_pipeline("smooth-quant"))(q)
+    record = result.model.analysis.of("smooth-quant")
+    assert result.modified and record["groups"] == 24 and record["matmuls"] == 36  # 6 layers: QKV, out, FFN in/out
+    feeds = zoo.eval_data("minilm", 8).feed(0, 8)
+    ref, out = run_onnx(before, feeds)[0], run_onnx(result.model.to_proto(), feeds)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-4)

@@ -31,6 +31,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "fold-bn": "irq.passes.fold_bn:FoldBatchNorm",
     "fold-pad": "irq.passes.fold_pad:FoldPad",
     "equalize": "irq.passes.equalize:Equalize",
+    "smooth-quant": "irq.passes.smooth_quant:SmoothQuant",
     "analyze": "irq.passes.analyze:Analyze",
     "calibrate": "irq.passes.calibrate:Calibrate",
     "plan-precision": "irq.passes.plan_precision:PlanPrecision",

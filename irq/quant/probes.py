@@ -29,8 +29,9 @@ def add_channel_mean(proto: onnx.ModelProto, source: str, name: str, axes: Seque
     graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
 
 
-def mean_outputs(proto: onnx.ModelProto, data: DataSet, batch_size: int = 16) -> list[np.ndarray]:
-    """Every output of ``proto`` averaged over the samples of ``data`` (weighted by batch size)."""
+def mean_outputs(proto: onnx.ModelProto, data: DataSet, batch_size: int = 16,
+                 combine: str = "mean") -> list[np.ndarray]:
+    """Every output of ``proto`` over the samples of ``data``: averaged (weighted by batch size), or ``max``."""
     session = make_session(proto.SerializeToString())
     names = {i.name for i in session.get_inputs()}
     size = max(1, min(batch_size, data.max_batch() or batch_size, batch_limit(session) or batch_size))
@@ -38,8 +39,11 @@ def mean_outputs(proto: onnx.ModelProto, data: DataSet, batch_size: int = 16) ->
     for start in range(0, len(data), size):
         stop = min(start + size, len(data))
         means = session.run(None, {k: v for k, v in data.feed(start, stop).items() if k in names})
-        sums = [s + m.astype(np.float64) * (stop - start) for s, m in zip(sums, means, strict=True)]
-    return [np.asarray(s / max(len(data), 1)) for s in sums]
+        if combine == "max":
+            sums = [np.maximum(s, m.astype(np.float64)) for s, m in zip(sums, means, strict=True)]
+        else:
+            sums = [s + m.astype(np.float64) * (stop - start) for s, m in zip(sums, means, strict=True)]
+    return [np.asarray(s if combine == "max" else s / max(len(data), 1)) for s in sums]
 
 
 def channel_energy(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int, ...]]], data: DataSet,
@@ -58,3 +62,24 @@ def channel_energy(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int
         add_channel_mean(probe, f"{name}_sq", name, axes)
     means = mean_outputs(probe, data, batch_size)
     return {source: m.astype(np.float32) for source, m in zip(wanted, means, strict=True)}
+
+
+def channel_absmax(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int, ...]]], data: DataSet,
+                   batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per channel, the largest magnitude of each named tensor over ``data`` (axes as in channel_energy)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.output[:]
+    wanted = dict(values)
+    opset18 = max(op.version for op in probe.opset_import if op.domain in ("", "ai.onnx")) >= 18
+    for i, (source, axes) in enumerate(wanted.items()):
+        name = f"irq_absmax_probe_{i}"
+        probe.graph.node.append(helper.make_node("Abs", [source], [f"{name}_abs"]))
+        if opset18:
+            probe.graph.initializer.append(numpy_helper.from_array(np.asarray(list(axes), np.int64), f"{name}_axes"))
+            probe.graph.node.append(helper.make_node("ReduceMax", [f"{name}_abs", f"{name}_axes"], [name], keepdims=0))
+        else:
+            probe.graph.node.append(helper.make_node("ReduceMax", [f"{name}_abs"], [name], keepdims=0, axes=list(axes)))
+        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    maxes = mean_outputs(probe, data, batch_size, combine="max")
+    return {source: m.astype(np.float32) for source, m in zip(wanted, maxes, strict=True)}
