@@ -98,7 +98,8 @@ def test_int4_weights_are_refused_in_one_line_where_the_target_cannot_store_them
         with_weights(get_target("onnx-dynamic"), "int4")
 
 
-def test_adaround_learns_roundings_that_cut_each_layers_output_error(tiny_cnn_proto, tiny_data):
+@pytest.mark.parametrize("inputs", ["float", "quantized"])
+def test_adaround_learns_roundings_that_cut_each_layers_output_error(tiny_cnn_proto, tiny_data, inputs):
     from irq.data import load_npz
     from irq.data.conform import conform
     from irq.pipeline.prepare import quantize
@@ -107,7 +108,7 @@ def test_adaround_learns_roundings_that_cut_each_layers_output_error(tiny_cnn_pr
     model = import_model(tiny_cnn_proto)
     calib = conform(load_npz(tiny_data), model.graph, "calibration")
     q = quantize(model, target, calib,
-                 pipeline=target.pipeline.replace("adaround", "adaround{steps=60,samples=32}"))
+                 pipeline=target.pipeline.replace("adaround", f"adaround{{steps=60,samples=32,inputs={inputs}}}"))
     record = q.analysis.of("adaround")
     assert record["layers"] >= 4 and record["mean_error_ratio"] < 0.9, record
     int4 = [r for r in q.rounded_weights.values() if np.prod(r.shape[1:]) >= 32]  # smaller filters keep int8
