@@ -242,3 +242,4 @@ def test_budget_search_keeps_layers_at_int16_where_that_meets_the_budget(tmp_pat
     assert kept == {"int16"}
     assert report["error"]["cosine"] >= 0.99  # re-measured on the saved artifact
     assert report["size_bytes"]["artifact"] <= 1.01 * mixed["plain"]["size_bytes"]  # int8 weights stay int8
+    assert any(w.startswith("int16-speed:") for w in report["warnings"])  # slow on a CPU: said so

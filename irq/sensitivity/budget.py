@@ -20,7 +20,7 @@ from irq.errors import BudgetError, InputError
 from irq.ir.model import QModel
 from irq.pipeline.recipe import LayerRule, Recipe, save_recipe
 from irq.pipeline.targets import Target
-from irq.quant.spec import DecisionSource
+from irq.quant.spec import DecisionSource, Precision
 from irq.report.model import Report
 from irq.sensitivity.metrics import Criterion
 from irq.sensitivity.mixed import SearchOptions, SearchResult, copy_artifact, search_mixed_precision
@@ -85,6 +85,10 @@ def add_budget_section(report: Report, result: SearchResult, recipe: Recipe | No
             f"budget missed: no assignment met {criterion.describe()}; saved the best one found "
             f"({criterion.metric} {chosen['metric']:.4g} with {chosen['float_layers']} layers kept at "
             f"{result.precision.value})")
+    if result.precision == Precision.INT16 and result.kept and target.backend == "onnx":
+        report.warn(f"int16-speed: {len(result.kept)} layers kept at int16 run as float between extra Q/DQ in "
+                    "onnxruntime's CPU kernels (MiniLM: 8x slower than float); for CPU speed search with --keep "
+                    "fp32, int16 is for NPUs that run A16W8")
 
 
 def missed(result: SearchResult, model: str, target: Target, criterion: Criterion, out: Path) -> BudgetError:

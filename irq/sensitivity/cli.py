@@ -14,7 +14,8 @@ _METRIC_HELP = f"{', '.join(BUILTIN)} or package.module:function (called with fl
 
 def _add_search_tuning(p: argparse.ArgumentParser | Any) -> None:
     p.add_argument("--keep", default="auto", choices=["auto", "fp32", "fp16", "int16"],
-                   help="precision of layers left out of int8 (auto: fp16 on Core ML, else fp32)")
+                   help="precision of layers left out of int8 (auto: fp16 on Core ML; on static ONNX targets "
+                   "int16 first, then fp32; else fp32)")
     p.add_argument("--subset", type=int, default=16, help="samples for the first scoring round (0: all)")
     p.add_argument("--confirm", type=int, default=4, help="top layers re-scored on the whole evaluation set")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes (1 thread each)")
