@@ -26,13 +26,12 @@ import onnx_ir as ir
 
 from irq.errors import PassError
 from irq.ir.model import QModel, constant_array, node_label
-from irq.ir.ort import make_session, with_outputs
+from irq.ir.ort import with_outputs
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import weight_scales
-from irq.quant.spec import Precision
+from irq.quant.probes import batch_outputs
 from irq.quant.weight_range import weight_axis, weight_qtype
 
-_ROUNDED = (Precision.INT8, Precision.INT16, Precision.INT8_WEIGHT)
 _ZETA, _GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
 #: Captured activations per group of layers (bytes): bounds the pass's memory.
 _GROUP_BYTES = 512 * 2**20
@@ -211,7 +210,7 @@ class AdaRound(Pass):
         for node in qmodel.graph:
             label = node_label(node)
             d = qmodel.plan.get(label)
-            if d is None or d.precision not in _ROUNDED or node.op_type not in ("Conv", "Gemm", "MatMul"):
+            if d is None or not d.precision.has_qdq_weights or node.op_type not in ("Conv", "Gemm", "MatMul"):
                 continue
             w = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
             x = node.inputs[0]
@@ -263,14 +262,9 @@ class AdaRound(Pass):
         """The values ``names`` of ``proto`` over ``data``, from one run."""
         names = list(dict.fromkeys(names))
         proto = with_outputs(proto, names)
-        session = make_session(proto.SerializeToString())
-        wanted = [o.name for o in session.get_outputs()]
-        index = [wanted.index(n) for n in names]
-        feeds = {i.name for i in session.get_inputs()}
+        index = [[o.name for o in proto.graph.output].index(n) for n in names]
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for start in range(0, len(data), 16):
-            outs = session.run(None, {k: v for k, v in data.feed(start, min(start + 16, len(data))).items()
-                                      if k in feeds})
+        for _, outs in batch_outputs(proto, data):
             for n, i in zip(names, index, strict=True):
                 parts[n].append(np.asarray(outs[i], np.float32))
         return {n: np.concatenate(p) for n, p in parts.items()}

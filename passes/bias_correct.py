@@ -25,10 +25,7 @@ from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import dequantize
 from irq.quant.probes import add_channel_mean, mean_outputs
-from irq.quant.spec import Precision
 from irq.quant.weight_range import layer_weight, weight_axis, weight_qtype
-
-_CORRECTED = (Precision.INT8, Precision.INT16, Precision.INT8_WEIGHT)
 
 
 def _plain_gemm(node: ir.Node) -> bool:
@@ -42,7 +39,7 @@ def _targets(qmodel: QModel) -> list[tuple[ir.Node, np.ndarray]]:
     found = []
     for node in qmodel.graph:
         decision = qmodel.plan.get(node_label(node))
-        if decision is None or decision.precision not in _CORRECTED or node.op_type not in ("Conv", "Gemm"):
+        if decision is None or not decision.precision.has_qdq_weights or node.op_type not in ("Conv", "Gemm"):
             continue
         if node.op_type == "Gemm" and not _plain_gemm(node):
             continue

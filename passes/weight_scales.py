@@ -20,10 +20,9 @@ from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import weight_scales
 from irq.quant.probes import channel_energy
-from irq.quant.spec import Precision, QType
+from irq.quant.spec import QType
 from irq.quant.weight_range import weight_axis, weight_qtype
 
-_SEARCHED = (Precision.INT8, Precision.INT16, Precision.INT8_WEIGHT)
 _OPS = ("Conv", "Gemm", "MatMul")
 
 
@@ -127,7 +126,7 @@ class WeightScales(Pass):
     @staticmethod
     def _searched(qmodel: QModel, node: ir.Node) -> bool:
         decision = qmodel.plan.get(node_label(node))
-        if decision is None or decision.precision not in _SEARCHED or node.op_type not in _OPS:
+        if decision is None or not decision.precision.has_qdq_weights or node.op_type not in _OPS:
             return False
         w = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
         return w is not None and w.dtype == np.float32 and w.ndim >= 2 and node.inputs[0] is not None

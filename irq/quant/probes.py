@@ -8,7 +8,7 @@ in memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -18,31 +18,38 @@ from irq.data import DataSet
 from irq.ir.ort import batch_limit, make_session
 
 
-def add_channel_mean(proto: onnx.ModelProto, source: str, name: str, axes: Sequence[int]) -> None:
-    """Append ``name`` = ReduceMean(``source``) over ``axes`` (keepdims 0) as a graph output."""
+def add_channel_mean(proto: onnx.ModelProto, source: str, name: str, axes: Sequence[int],
+                     op: str = "ReduceMean") -> None:
+    """Append ``name`` = ``op``(``source``) over ``axes`` (keepdims 0) as a graph output (ReduceMean or ReduceMax)."""
     graph = proto.graph
-    if max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 18:
+    if max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18:
         graph.initializer.append(numpy_helper.from_array(np.asarray(list(axes), np.int64), f"{name}_axes"))
-        graph.node.append(helper.make_node("ReduceMean", [source, f"{name}_axes"], [name], keepdims=0))
-    else:  # ReduceMean took its axes as an attribute before opset 18
-        graph.node.append(helper.make_node("ReduceMean", [source], [name], keepdims=0, axes=list(axes)))
+        graph.node.append(helper.make_node(op, [source, f"{name}_axes"], [name], keepdims=0))
+    else:  # reductions took their axes as an attribute before opset 18
+        graph.node.append(helper.make_node(op, [source], [name], keepdims=0, axes=list(axes)))
     graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+
+
+def batch_outputs(proto: onnx.ModelProto, data: DataSet,
+                  batch_size: int = 16) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """(rows, every output of ``proto``) per batch of ``data``, batches as large as the model and data allow."""
+    session = make_session(proto.SerializeToString())
+    names = {i.name for i in session.get_inputs()}
+    size = max(1, min(batch_size, data.max_batch() or batch_size, batch_limit(session) or batch_size))
+    for start in range(0, len(data), size):
+        stop = min(start + size, len(data))
+        yield stop - start, session.run(None, {k: v for k, v in data.feed(start, stop).items() if k in names})
 
 
 def mean_outputs(proto: onnx.ModelProto, data: DataSet, batch_size: int = 16,
                  combine: str = "mean") -> list[np.ndarray]:
     """Every output of ``proto`` over the samples of ``data``: averaged (weighted by batch size), or ``max``."""
-    session = make_session(proto.SerializeToString())
-    names = {i.name for i in session.get_inputs()}
-    size = max(1, min(batch_size, data.max_batch() or batch_size, batch_limit(session) or batch_size))
     sums: list[np.ndarray | float] = [0.0] * len(proto.graph.output)
-    for start in range(0, len(data), size):
-        stop = min(start + size, len(data))
-        means = session.run(None, {k: v for k, v in data.feed(start, stop).items() if k in names})
+    for rows, means in batch_outputs(proto, data, batch_size):
         if combine == "max":
             sums = [np.maximum(s, m.astype(np.float64)) for s, m in zip(sums, means, strict=True)]
         else:
-            sums = [s + m.astype(np.float64) * (stop - start) for s, m in zip(sums, means, strict=True)]
+            sums = [s + m.astype(np.float64) * rows for s, m in zip(sums, means, strict=True)]
     return [np.asarray(s if combine == "max" else s / max(len(data), 1)) for s in sums]
 
 
@@ -71,15 +78,9 @@ def channel_absmax(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int
     probe.CopyFrom(proto)
     del probe.graph.output[:]
     wanted = dict(values)
-    opset18 = max(op.version for op in probe.opset_import if op.domain in ("", "ai.onnx")) >= 18
     for i, (source, axes) in enumerate(wanted.items()):
         name = f"irq_absmax_probe_{i}"
         probe.graph.node.append(helper.make_node("Abs", [source], [f"{name}_abs"]))
-        if opset18:
-            probe.graph.initializer.append(numpy_helper.from_array(np.asarray(list(axes), np.int64), f"{name}_axes"))
-            probe.graph.node.append(helper.make_node("ReduceMax", [f"{name}_abs", f"{name}_axes"], [name], keepdims=0))
-        else:
-            probe.graph.node.append(helper.make_node("ReduceMax", [f"{name}_abs"], [name], keepdims=0, axes=list(axes)))
-        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        add_channel_mean(probe, f"{name}_abs", name, axes, op="ReduceMax")
     maxes = mean_outputs(probe, data, batch_size, combine="max")
     return {source: m.astype(np.float32) for source, m in zip(wanted, maxes, strict=True)}

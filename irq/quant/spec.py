@@ -67,6 +67,11 @@ class Precision(str, enum.Enum):
         """True when the layer keeps float weights and activations."""
         return self in (Precision.FP16, Precision.FP32)
 
+    @property
+    def has_qdq_weights(self) -> bool:
+        """True when insert-qdq writes this layer's weights as int8 (or int4) through DequantizeLinear."""
+        return self in (Precision.INT8, Precision.INT16, Precision.INT8_WEIGHT)
+
 
 @dataclass(frozen=True)
 class TensorRange:
