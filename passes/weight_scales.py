@@ -89,6 +89,7 @@ class WeightScales(Pass):
     """Choose each quantized layer's weight scales by rounding error (see the module docstring)."""
 
     name = "weight-scales"
+    reads_calibration_data = True
     rewrites_graph = False
     keeps_plan = True
     low: float = 0.5

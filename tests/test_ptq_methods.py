@@ -48,6 +48,56 @@ def _channel_spread(model: onnx.ModelProto, index: int) -> float:
     return float(r.max() / r.min())
 
 
+def test_equalize_by_activations_keeps_the_function_and_evens_the_tensor_between(fashion_model):
+    calib = zoo.calibration_data("fashion-cnn", 32)
+    q = PassManager(parse_pipeline(CLEAN))(import_model(fashion_model)).model
+    before = q.to_proto()
+    q = dataclasses.replace(q, calibration=calib)
+    result = PassManager(parse_pipeline("equalize{by=activations}"))(q)
+    assert result.modified and result.model.analysis.of("equalize")["by"] == "activations"
+    x = calib.feed(0, 16)
+    ref, out = run_onnx(before, x)[0], run_onnx(result.model.to_proto(), x)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-4 * np.abs(ref).max())  # chains of pairs rescale one layer twice
+    between = [n for n in before.graph.node if n.op_type == "Conv"][1].input[0]  # what the second conv reads
+    spread = [_activation_spread(m, between, x) for m in (before, result.model.to_proto())]
+    assert spread[1] < spread[0] / 2, spread
+
+
+def _activation_spread(model: onnx.ModelProto, name: str, feed: dict) -> float:
+    """max / min over channels of the max |x| of tensor ``name`` (channels on axis 1)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    a = run_onnx(probe, feed)[-1]
+    r = np.abs(a).max(axis=tuple(i for i in range(a.ndim) if i != 1))
+    return float(r.max() / max(r.min(), 1e-12))
+
+
+def test_equalize_gives_a_shared_bias_a_copy_per_layer():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from irq.data import DataSet
+
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((4, 4, 3, 3)) * np.array([0.1, 1, 5, 20])[:, None, None, None]).astype(np.float32)
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1))
+                                                                         .astype(np.float32), "w2"),
+             numpy_helper.from_array(np.full(4, 0.5, np.float32), "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["r"]),
+         helper.make_node("Conv", ["r", "w2", "b"], ["y"])], "shared_bias",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    data = DataSet({"x": rng.standard_normal((8, 4, 8, 8)).astype(np.float32)})
+    q = dataclasses.replace(import_model(model), calibration=data)
+    result = PassManager(parse_pipeline("equalize{by=activations}"))(q)
+    record = result.model.analysis.of("equalize")
+    assert record["biases_copied"] == 1 and record["pairs"]  # the first reader copies; the pair was refused before
+    x = data.feed(0, 8)
+    np.testing.assert_allclose(run_onnx(result.model.to_proto(), x)[0], run_onnx(model, x)[0], rtol=1e-4, atol=1e-4)
+
+
 def test_equalize_does_not_cross_relu6(tiny_cnn_proto):
     q = PassManager(parse_pipeline(f"{CLEAN},equalize"))(import_model(tiny_cnn_proto)).model
     skipped = q.analysis.of("equalize")["skipped"]

@@ -101,11 +101,11 @@ _BACKENDS_WITHOUT_DATA = frozenset({"onnx"})
 
 def calibration_matters(target: Target, pipeline: str | None) -> bool:
     """Whether the calibration data can change the job's artifact (only then is it in the key)."""
-    from irq.pipeline.prepare import calibration_index
+    from irq.pipeline.prepare import reads_calibration
 
     if target.backend not in _BACKENDS_WITHOUT_DATA:
         return True
-    return calibration_index(parse_pipeline(pipeline or target.pipeline)) is not None
+    return reads_calibration(parse_pipeline(pipeline or target.pipeline))
 
 
 @dataclass

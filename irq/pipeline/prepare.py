@@ -44,8 +44,17 @@ class CalibrationCache(Protocol):
 
 
 def calibration_index(passes: Sequence[Pass]) -> int | None:
-    """Where the pass that reads the calibration data is in ``passes`` (None: there is none)."""
-    return next((i for i, p in enumerate(passes) if p.reads_calibration_data), None)
+    """Where the pass that calibrates ranges is in ``passes`` (None: there is none).
+
+    Other passes read the calibration data too (equalize, smooth-quant, bias-correct), but they
+    rewrite the graph: only calibrate's results are ranges that a cache can keep.
+    """
+    return next((i for i, p in enumerate(passes) if p.name == "calibrate"), None)
+
+
+def reads_calibration(passes: Sequence[Pass]) -> bool:
+    """Whether any pass in ``passes`` reads the calibration data."""
+    return any(p.reads_calibration_data for p in passes)
 
 
 def plan_index(passes: Sequence[Pass]) -> int | None:
@@ -83,7 +92,7 @@ def quantize(qmodel: QModel, target: Target, calib: DataSet | None = None, recip
                                calibration=calib)
     passes = target_passes(target, pipeline, recipe, shape_plan.pass_spec(shapes or {}, frozen))
     at = calibration_index(passes)
-    if target.needs_calibration and calib is None and at is not None:
+    if target.needs_calibration and calib is None and reads_calibration(passes):
         raise InputError(f"target {target.name} needs calibration data (--calib)")
     if calibration_cache is None or calib is None or at is None:
         return PassManager(passes, instruments)(work).model
