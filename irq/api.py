@@ -67,3 +67,25 @@ def verify(model: Any, artifact: str | Path, data: str | Path | DataSet, out: st
     extended_checks(report, float_model, artifact, backend, runner, dataset,
                     checks or VerifyOptions(measure_latency=measure_latency), float_baseline(float_model))
     return finalize(report, None if out is None else Path(out), budgets)
+
+
+def bench(model: Any, artifacts: list[str | Path], data: str | Path | DataSet | None = None, *,
+          runs: int = 60, warmup: int = 5, rounds: int = 3, batch_axes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Time ``artifacts`` against ``model`` in float (onnxruntime) and against the first artifact, interleaved.
+
+    Each artifact runs in its own runtime (onnxruntime, LiteRT); without ``data`` a seeded
+    normal sample of the inputs' declared shapes is fed.
+    """
+    from irq.frontends import import_model
+    from irq.verify.bench import BenchOptions, synthetic_feed
+    from irq.verify.bench import bench as run_bench
+
+    float_model = import_model(model)
+    dataset = synthetic_feed(float_model.graph) if data is None else \
+        conform(load_data(data), float_model.graph, "bench", batch_axes)
+    runners = []
+    for artifact in map(Path, artifacts):
+        if not artifact.exists():
+            raise InputError(f"{artifact}: artifact not found")
+        runners.append((str(artifact), get_backend(backend_for(artifact)).runner(artifact, float_model)))
+    return run_bench(float_model, runners, dataset, BenchOptions(runs, warmup, rounds))

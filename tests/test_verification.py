@@ -305,3 +305,25 @@ def test_one_rule_for_error_figures_everywhere():
     assert error(r, r)["sqnr_db"] == math.inf and sens.sqnr([r], [r], None) == math.inf
     streamed = ErrorStats().add(r[:2], 0.5 * r[:2]).add(r[2:], 0.5 * r[2:]).result()
     assert streamed == error(r, 0.5 * r) and abs(streamed["sqnr_db"] - 10 * math.log10(4)) < 1e-9
+
+
+def test_bench_times_artifacts_against_float_and_the_first_one(compiled, fashion_model, small_test, capsys):
+    _, out = compiled
+    artifact = str(out / "model.onnx")
+    assert main(["bench", str(fashion_model), artifact, artifact, "--data", str(small_test), "--runs", "6",
+                 "--rounds", "2", "--warmup", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    float_row, first, second = result["rows"]
+    assert float_row["runtime"] == first["runtime"] == "onnxruntime" and first["runs"] == 6
+    assert first["speedup_vs_float"] == pytest.approx(float_row["median_ms"] / first["median_ms"])
+    assert second["speedup_vs_first"] == pytest.approx(first["median_ms"] / second["median_ms"])
+    assert "speedup_vs_first" not in float_row and result["data"].endswith("test300.npz")
+
+
+def test_bench_without_data_feeds_a_synthetic_sample_and_names_a_missing_artifact(compiled, fashion_model,
+                                                                                 tmp_path, capsys):
+    _, out = compiled
+    assert main(["bench", str(fashion_model), str(out / "model.onnx"), "--runs", "2", "--rounds", "1"]) == 0
+    assert "synthetic" in capsys.readouterr().out
+    assert main(["bench", str(fashion_model), str(tmp_path / "nope.tflite")]) == 2
+    assert "nope.tflite: artifact not found" in capsys.readouterr().err

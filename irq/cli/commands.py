@@ -1,4 +1,4 @@
-"""The core subcommands (audit, compile, verify, demo, targets, passes) and how outcomes are printed."""
+"""The core subcommands (audit, compile, verify, bench, demo, targets, passes) and how outcomes are printed."""
 
 from __future__ import annotations
 
@@ -98,6 +98,21 @@ def _verify(args: argparse.Namespace) -> int:
             _print_saved(args.out)
         raise
     _print_outcome(report)
+    return 0
+
+
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from irq.api import bench
+    from irq.verify.bench import table
+
+    if min(args.runs, args.rounds) < 1 or args.warmup < 0:
+        from irq.errors import InputError
+
+        raise InputError("--runs and --rounds must be at least 1, --warmup at least 0")
+    result = bench(args.model, args.artifacts, load_data_arg(args.data, args), runs=args.runs, warmup=args.warmup,
+                   rounds=args.rounds)
+    print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 
 

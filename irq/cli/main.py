@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_io_options(v, shapes=False)
     add_check_options(v)
 
+    b = sub.add_parser("bench", help="time artifacts against the float model and each other, interleaved")
+    b.add_argument("model", help="the float model the artifacts came from")
+    b.add_argument("artifacts", nargs="+", help=".onnx or .tflite artifacts (the first is the reference for 'x first')")
+    b.add_argument("--data", help=".npz or image folder whose first sample is fed (default: a seeded normal sample)")
+    b.add_argument("--runs", type=int, default=60, help="timed single-sample runs per artifact")
+    b.add_argument("--warmup", type=int, default=5, help="untimed runs before each block")
+    b.add_argument("--rounds", type=int, default=3, help="blocks the timed runs are split into, taking turns")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_data_options(b)
+
     for module in _subcommand_modules():
         COMMANDS.update(module.register(sub))
     sub.add_parser("demo", help="the zoo's fashion-cnn through every available target")
