@@ -129,26 +129,28 @@ class TFLiteRunner(Runner):
         self._fixed_batch = min(batches) if batches and min(batches) > 0 else None
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Set inputs, invoke, read outputs through the interpreter's tensor indices.
+        """Write inputs straight into the interpreter's buffers, invoke, read outputs.
 
-        The signature runner resizes inputs and re-allocates (re-planning XNNPACK) on every
-        call, which cost more than the int8 inference itself; here that happens only when an
-        input shape changes.
+        ``feeds`` are in the TFLite layout (a transposed view is fine: the copy into the
+        buffer is the only one). The signature runner resizes inputs and re-allocates
+        (re-planning XNNPACK) on every call, which cost more than the int8 inference itself;
+        here that happens only when an input shape changes.
         """
         interp = self._interpreter
         changed = False
         for name, x in feeds.items():
-            index = self._in_details[name]["index"]
             if self._shapes.get(name) != x.shape:
-                interp.resize_tensor_input(index, list(x.shape))
+                interp.resize_tensor_input(self._in_details[name]["index"], list(x.shape))
                 self._shapes[name] = x.shape
                 changed = True
         if changed:
             interp.allocate_tensors()
         for name, x in feeds.items():
-            interp.set_tensor(self._in_details[name]["index"], x)
+            # A view of the input tensor's own memory, dropped before invoke (LiteRT refuses to run
+            # while Python holds one); assigning into it casts and lays out in one pass.
+            interp.tensor(self._in_details[name]["index"])()[...] = x
         interp.invoke()
-        return {name: interp.get_tensor(d["index"]).copy() for name, d in self._out_details.items()}
+        return {name: interp.get_tensor(d["index"]) for name, d in self._out_details.items()}
 
     @property
     def delegated_partitions(self) -> int:
@@ -177,12 +179,11 @@ class TFLiteRunner(Runner):
         return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
     def _run_chunk(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One invocation: layout, quantization, run, dequantization, layout back."""
+        """One invocation: quantization (in the ONNX layout, before the smaller int8 transpose), run, back."""
         kwargs = {}
         for spec in self.inputs:
-            detail = self._in_details[spec.tflite_name]
-            x = np.transpose(np.asarray(feeds[spec.onnx_name]), spec.perm) if spec.perm else feeds[spec.onnx_name]
-            kwargs[spec.tflite_name] = _to_tensor(np.asarray(x), detail)
+            x = _to_tensor(np.asarray(feeds[spec.onnx_name]), self._in_details[spec.tflite_name])
+            kwargs[spec.tflite_name] = np.transpose(x, spec.perm) if spec.perm else x
         try:
             result = self._invoke(kwargs)
         except (ValueError, RuntimeError) as e:
@@ -190,20 +191,23 @@ class TFLiteRunner(Runner):
         outs = []
         for spec in self.outputs:
             y = _from_tensor(result[spec.tflite_name], self._out_details[spec.tflite_name])
-            outs.append(np.transpose(y, spec.perm) if spec.perm and y.ndim == len(spec.perm) else y)
+            outs.append(np.ascontiguousarray(np.transpose(y, spec.perm)) if spec.perm and y.ndim == len(spec.perm)
+                        else y)
         return outs
 
 
 def _to_tensor(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Cast (and for int8/uint8 inputs, quantize) an array for a TFLite input tensor."""
+    """Cast (and for int8/uint8 inputs, quantize) an array for a TFLite input tensor (layout unchanged)."""
     dtype = np.dtype(detail["dtype"])
     scales = detail["quantization_parameters"]["scales"]
     if dtype.kind in "iu" and len(scales) == 1 and np.issubdtype(x.dtype, np.floating):
         zp = int(detail["quantization_parameters"]["zero_points"][0])
         info = np.iinfo(dtype)
-        q = np.round(x.astype(np.float32) / np.float32(scales[0])) + zp
-        return np.clip(q, info.min, info.max).astype(dtype)
-    return np.ascontiguousarray(x, dtype=dtype)
+        q = np.divide(x, np.float32(scales[0]), dtype=np.float32)
+        np.rint(q, out=q)
+        q += zp
+        return np.clip(q, info.min, info.max, out=q).astype(dtype)
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 def _from_tensor(y: np.ndarray, detail: dict) -> np.ndarray:
