@@ -243,3 +243,24 @@ def test_budget_search_keeps_layers_at_int16_where_that_meets_the_budget(tmp_pat
     assert report["error"]["cosine"] >= 0.99  # re-measured on the saved artifact
     assert report["size_bytes"]["artifact"] <= 1.01 * mixed["plain"]["size_bytes"]  # int8 weights stay int8
     assert any(w.startswith("int16-speed:") for w in report["warnings"])  # slow on a CPU: said so
+
+
+def test_grow_checks_every_layer_first_when_doubling_cannot_reach_it():
+    """340 layers, 10 evaluations, only all 340 meet: doubling alone ends at 256 and misses (as ppocr-rec did)."""
+    from irq.sensitivity.mixed import _Search
+
+    class Oracle(_Search):
+        def __init__(self, max_evals: int, needed: int) -> None:
+            self.max_evals, self.needed, self.points = max_evals, needed, {}
+
+        def measure(self, kept):
+            key = frozenset(kept)
+            self.points.setdefault(key, {"met": len(kept) >= self.needed})
+            return self.points[key]
+
+    order = list(range(340))
+    assert Oracle(10, 340).grow(order) == 340
+    found = Oracle(10, 300).grow(order)
+    assert found is not None and 300 <= found < 340  # bisection used what was left
+    assert Oracle(10, 341).grow(order) is None  # nothing meets: said after two evaluations
+    assert Oracle(30, 5).grow(order) == 5  # with evaluations to spare, doubling finds small answers

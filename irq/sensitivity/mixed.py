@@ -139,6 +139,12 @@ class _Search:
         if self.measure([])["met"]:
             return 0
         lo, k, hi = 0, 1, None
+        if self.max_evals - len(self.points) < max(1, len(order) - 1).bit_length() + 1:
+            # Doubling would run out of evaluations before it reaches every layer: settle whether
+            # any prefix can meet the budget first, then bisect what is left.
+            if not self.measure(order)["met"]:
+                return None
+            hi = len(order)
         while hi is None and self.budget_left:
             k = min(k, len(order))
             if self.measure(order[:k])["met"]:
