@@ -1,28 +1,34 @@
 """Calibration: run the float model on the calibration set and choose a range per activation.
 
 Streaming, one sweep: each tensor keeps its exact min/max and (for the histogram methods) a
-fixed-size histogram whose range doubles as needed (irq/quant/histogram.py); no activations are
-kept, so memory does not grow with the number of samples.
+fixed-size histogram whose range doubles as needed (irq/quant/histogram.py), fed by a strided
+sample of each batch's values. The extremes and the samples are computed inside onnxruntime
+(irq.quant.probes.add_range_probe), so neither the session nor this pass holds whole
+activations: memory does not grow with the number of samples or the size of the activations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 
+from irq.data import DataSet
 from irq.errors import DataError, PassError
 from irq.ir.findings import CalibrationSummary
 from irq.ir.model import QModel, float_value_names
-from irq.ir.ort import batch_limit, make_session, with_outputs
+from irq.ir.ort import batch_limit, make_session
 from irq.pipeline.infra import Pass, PassResult
 from irq.progress import progress
 from irq.quant.histogram import GrowingHistogram
+from irq.quant.probes import add_range_probe
 from irq.quant.ranges import CALIBRATION_METHODS, entropy_range, mse_range, percentile_range
 from irq.quant.spec import TensorRange
 
 METHODS = CALIBRATION_METHODS
+_NO_SAMPLE = np.zeros(0, np.float32)
 
 
 def _observed_values(graph: ir.Graph) -> list[str]:
@@ -36,7 +42,8 @@ class Calibrate(Pass):
 
     Options: ``method`` (minmax, percentile, entropy, mse), ``percentile`` (for percentile),
     ``bits`` (the activation width the range is optimised for), ``batch-size``, ``samples``
-    (0: all), ``memory-mb`` (the budget for one batch's activations; the batch shrinks to fit).
+    (0: all), ``memory-mb`` (the budget for one batch inside onnxruntime, taken as four of its
+    largest activations; the batch shrinks to fit).
     """
 
     name = "calibrate"
@@ -66,34 +73,51 @@ class Calibrate(Pass):
             raise DataError(f"{data.source}: the calibration set is empty")
         method = self.method or qmodel.scheme.calibration
         names = _observed_values(qmodel.graph)
-        session = make_session(with_outputs(qmodel.to_proto(), names))
-        out_names = [o.name for o in session.get_outputs()]
-        wanted = [out_names.index(n) for n in names]
-        limit = min(batch_limit(session) or self.batch_size, self.batch_size)
-        if limit > 1:
-            # Every activation of a batch is alive at once; keep that under the memory budget.
-            first = session.run(out_names, next(data.batches(1)))
-            per_sample = sum(a.nbytes for a in first) or 1
-            limit = int(max(1, min(limit, self.memory_mb * 2**20 // per_sample)))
-
-        def sweep(desc: str = "calibrating"):
-            batches = data.batches(limit)
-            for batch in progress(batches, -(-len(data) // limit), f"{desc} {qmodel.name}"):
-                outs = session.run(out_names, batch)
-                yield [outs[i] for i in wanted]
-
-        stats = [GrowingHistogram() for _ in names]
         use_hist = method in ("percentile", "entropy", "mse")
-        for outs in sweep():
-            for s, a in zip(stats, outs, strict=True):
+        stats = [GrowingHistogram() for _ in names]
+        for outs in self._sweep(qmodel, data, names, use_hist):
+            for s, (lo, hi, sample) in zip(stats, outs, strict=True):
                 if use_hist:
-                    s.update(a)
-                elif a.size:
-                    s.lo, s.hi = min(s.lo, float(a.min())), max(s.hi, float(a.max()))
+                    s.add(sample, lo, hi)
+                else:
+                    s.lo, s.hi = min(s.lo, lo), max(s.hi, hi)
         ranges = {name: self._range(method, s) for name, s in zip(names, stats, strict=True)}
         qmodel.ranges.update(ranges)
         qmodel.analysis.calibration = CalibrationSummary(method, len(data), len(names))
         return PassResult(qmodel, False)
+
+    def _sweep(self, qmodel: QModel, data: DataSet, names: list[str],
+               sample: bool) -> Iterator[list[tuple[float, float, np.ndarray]]]:
+        """Per batch, each tensor's (min, max, strided sample), reduced inside onnxruntime.
+
+        Only the reductions (and the samples) leave the session, not every activation, so its
+        memory planner reuses activation buffers as in plain inference.
+        """
+        proto = qmodel.to_proto()
+        del proto.graph.output[:]
+        wanted = [add_range_probe(proto, name, f"irq_range_{i}", sample) for i, name in enumerate(names)]
+        session = make_session(proto.SerializeToString())
+        out_names = [o.name for o in session.get_outputs()]
+        at = {n: i for i, n in enumerate(out_names)}
+        limit = min(batch_limit(session) or self.batch_size, self.batch_size, self._fits(qmodel))
+        for batch in progress(data.batches(limit), -(-len(data) // limit), f"calibrating {qmodel.name}"):
+            outs = session.run(out_names, batch)
+            yield [(float(outs[at[w[0]]]), float(outs[at[w[1]]]), outs[at[w[2]]] if sample else _NO_SAMPLE)
+                   for w in wanted]
+
+    def _fits(self, qmodel: QModel) -> int:
+        """Samples a batch may hold within ``memory-mb``.
+
+        Taken as the largest activation (static dims) of that many samples, and three more as
+        large alive beside it.
+        """
+        largest = 0
+        for node in qmodel.graph:
+            for out in node.outputs:
+                dims = list(out.shape or [])[1:]
+                if out.dtype == ir.DataType.FLOAT and dims and all(isinstance(d, int) for d in dims):
+                    largest = max(largest, 4 * int(np.prod(dims)))
+        return int(max(1, self.memory_mb * 2**20 // max(4 * largest, 1)))
 
     @staticmethod
     def _finite(lo: float, hi: float, method: str) -> TensorRange:

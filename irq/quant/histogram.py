@@ -11,6 +11,7 @@ import numpy as np
 
 BINS = 4096  # over [-R, R]: a one-sided (post-ReLU) tensor still gets 2048 bins
 SAMPLE = 1 << 17  # values histogrammed per batch; larger activations are sampled with an odd stride
+# (irq.quant.probes.RANGE_SAMPLE takes the same sample in the graph)
 
 
 class GrowingHistogram:
@@ -25,23 +26,31 @@ class GrowingHistogram:
     def update(self, a: np.ndarray) -> None:
         """Add one batch of values."""
         flat = a.reshape(-1)
-        if not flat.size:
-            return
-        lo, hi = float(flat.min()), float(flat.max())
+        if flat.size:
+            self.add(flat[::(flat.size // SAMPLE) | 1], float(flat.min()), float(flat.max()))
+
+    def add(self, sample: np.ndarray, lo: float, hi: float) -> None:
+        """Add a batch given as its exact extremes and a strided sample of its values.
+
+        When the extremes are not finite (inf or NaN in the batch), they are taken from the
+        sample's finite values, and the sample's non-finite values are counted.
+        """
+        flat = sample.reshape(-1)
         if not (np.isfinite(lo) and np.isfinite(hi)):
             finite = flat[np.isfinite(flat)]
             self.nonfinite += flat.size - finite.size
             if not finite.size:
                 return
             flat, lo, hi = finite, float(finite.min()), float(finite.max())
+        if not flat.size:
+            return
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         peak = max(-lo, hi)
         if self.bound == 0.0:
             self.bound = peak if peak > 0 else 1e-12
         while peak > self.bound:
             self._double()
-        stride = (flat.size // SAMPLE) | 1
-        self.counts += np.histogram(flat[::stride], bins=BINS, range=(-self.bound, self.bound))[0]
+        self.counts += np.histogram(flat, bins=BINS, range=(-self.bound, self.bound))[0]
 
     def _double(self) -> None:
         merged = self.counts.reshape(BINS // 2, 2).sum(axis=1)

@@ -84,3 +84,39 @@ def channel_absmax(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int
         add_channel_mean(probe, f"{name}_abs", name, axes, op="ReduceMax")
     maxes = mean_outputs(probe, data, batch_size, combine="max")
     return {source: m.astype(np.float32) for source, m in zip(wanted, maxes, strict=True)}
+
+
+#: Values of one tensor a calibration batch hands back for its histogram (strided, odd stride).
+RANGE_SAMPLE = 1 << 17
+
+
+def add_range_probe(proto: onnx.ModelProto, source: str, name: str, sample: bool) -> list[str]:
+    """Append outputs: ``source``'s min and max (scalars) and, with ``sample``, every k-th value.
+
+    k = size // RANGE_SAMPLE rounded up to odd (an odd stride does not alias with a channel
+    layout of even size), computed in the graph, so a batch returns at most about RANGE_SAMPLE
+    values of each tensor instead of the whole activation: memory and copying stay flat in the
+    model's activation sizes. Reductions without axes reduce everything at every opset.
+    """
+    graph = proto.graph
+    outs = [f"{name}_min", f"{name}_max"]
+    graph.node.append(helper.make_node("ReduceMin", [source], [outs[0]], keepdims=0))
+    graph.node.append(helper.make_node("ReduceMax", [source], [outs[1]], keepdims=0))
+    if sample:
+        consts = {"flat": [-1], "two_k": [2 * RANGE_SAMPLE], "two": [2], "one": [1], "zero": [0],
+                  "end": [2**62]}
+        for key, value in consts.items():
+            graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.int64), f"{name}_{key}"))
+        graph.node.extend([
+            helper.make_node("Reshape", [source, f"{name}_flat"], [f"{name}_flatv"]),
+            helper.make_node("Size", [source], [f"{name}_size"]),
+            helper.make_node("Div", [f"{name}_size", f"{name}_two_k"], [f"{name}_half"]),
+            helper.make_node("Mul", [f"{name}_half", f"{name}_two"], [f"{name}_even"]),
+            helper.make_node("Add", [f"{name}_even", f"{name}_one"], [f"{name}_stride"]),
+            helper.make_node("Slice", [f"{name}_flatv", f"{name}_zero", f"{name}_end", f"{name}_zero",
+                                       f"{name}_stride"], [f"{name}_sample"]),
+        ])
+        outs.append(f"{name}_sample")
+    for out, shape in zip(outs, ([], [], ["n"]), strict=False):
+        graph.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, shape))
+    return outs
