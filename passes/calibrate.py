@@ -114,8 +114,8 @@ class Calibrate(Pass):
         largest = 0
         for node in qmodel.graph:
             for out in node.outputs:
-                dims = list(out.shape or [])[1:]
-                if out.dtype == ir.DataType.FLOAT and dims and all(isinstance(d, int) for d in dims):
+                dims = [d for d in list(out.shape or [])[1:] if isinstance(d, int)]
+                if out.dtype == ir.DataType.FLOAT and dims and len(dims) == len(out.shape or []) - 1:
                     largest = max(largest, 4 * int(np.prod(dims)))
         return int(max(1, self.memory_mb * 2**20 // max(4 * largest, 1)))
 
