@@ -238,10 +238,20 @@ def _speed_and_size(r: dict[str, Any]) -> str:
         out += (f"<h2>Latency: measure it on a device</h2><p>{_e(d['why'])}.</p><ul>"
                 + "".join(f"<li>{_e(h)}</li>" for h in d["how"]) + "</ul>")
     s = r["size_bytes"]
-    out += "<h2>Size</h2>" + _bars(["float", "artifact"], [s["float"] / 1e6, s["artifact"] / 1e6], "MB",
-                                   f"artifact = {100 * s.get('ratio', 0):.1f}% of float",
-                                   colors=["#8c959f", "#0969da"])
+    out += "<h2>Size</h2>" + _css_bars(["float", "artifact"], [s["float"] / 1e6, s["artifact"] / 1e6], "MB",
+                                       f"artifact = {100 * s.get('ratio', 0):.1f}% of float", ["#8c959f", "#0969da"])
     return out
+
+
+def _css_bars(labels: list[str], values: list[float], unit: str, title: str, colors: list[str]) -> str:
+    """Horizontal bars drawn by the page itself (no plotting library: a compile without data imports none)."""
+    top = max([*values, 1e-12])
+    rows = "".join(
+        f"<div style='display:flex;align-items:center;margin:2px 0'><span style='width:6em'>{_e(label)}</span>"
+        f"<span style='display:inline-block;height:1.1em;width:{60 * max(v, 0) / top:.1f}%;background:{color}'>"
+        f"</span><span>&nbsp;{v:.3g} {_e(unit)}</span></div>"
+        for label, v, color in zip(labels, values, colors, strict=True))
+    return f"<div class='bars'><p>{_e(title)}</p>{rows}</div>"
 
 
 def _sens(sens: dict[str, Any] | None) -> str:
