@@ -146,7 +146,7 @@ def run_tool(tool: str, model: Path, calib_path: Path, out: Path) -> dict[str, A
     calls = {
         "irq-onnx": lambda: _irq("onnx-int8", model, calib, out),
         "irq-tflite": lambda: _irq("tflite-int8", model, calib, out),
-        "irq-tflite-fp32": lambda: _irq("tflite-fp32", model, None, out),
+        "irq-tflite-fp32": lambda: _irq("tflite-fp32", model, calib, out),  # the data fixes dynamic shapes
         "ort-default": lambda: _ort(model, calib, out, False),
         "ort-pc": lambda: _ort(model, calib, out, True, per_channel=True, activation_type=QuantType.QUInt8),
         "ort-pc-pct": lambda: _ort(model, calib, out, True, per_channel=True, activation_type=QuantType.QUInt8,

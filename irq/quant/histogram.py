@@ -11,7 +11,7 @@ import numpy as np
 
 BINS = 4096  # over [-R, R]: a one-sided (post-ReLU) tensor still gets 2048 bins
 SAMPLE = 1 << 17  # values histogrammed per batch; larger activations are sampled with an odd stride
-# (irq.quant.probes.RANGE_SAMPLE takes the same sample in the graph)
+# (calibrate takes its samples in the graph: irq.quant.probes.add_range_probe, the same odd stride)
 
 
 class GrowingHistogram:

@@ -86,15 +86,15 @@ def channel_absmax(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int
     return {source: m.astype(np.float32) for source, m in zip(wanted, maxes, strict=True)}
 
 
-#: Values of one tensor a calibration batch hands back for its histogram (strided, odd stride).
+#: Values of one tensor a calibration batch of 16 samples hands back for its histogram.
 RANGE_SAMPLE = 1 << 17
 
 
-def add_range_probe(proto: onnx.ModelProto, source: str, name: str, sample: bool) -> list[str]:
-    """Append outputs: ``source``'s min and max (scalars) and, with ``sample``, every k-th value.
+def add_range_probe(proto: onnx.ModelProto, source: str, name: str, sample: int) -> list[str]:
+    """Append outputs: ``source``'s min and max (scalars) and, with ``sample`` > 0, every k-th value.
 
-    k = size // RANGE_SAMPLE rounded up to odd (an odd stride does not alias with a channel
-    layout of even size), computed in the graph, so a batch returns at most about RANGE_SAMPLE
+    k = size // ``sample`` rounded up to odd (an odd stride does not alias with a channel
+    layout of even size), computed in the graph, so a batch returns at most about ``sample``
     values of each tensor instead of the whole activation: memory and copying stay flat in the
     model's activation sizes. Reductions without axes reduce everything at every opset.
     """
@@ -103,7 +103,7 @@ def add_range_probe(proto: onnx.ModelProto, source: str, name: str, sample: bool
     graph.node.append(helper.make_node("ReduceMin", [source], [outs[0]], keepdims=0))
     graph.node.append(helper.make_node("ReduceMax", [source], [outs[1]], keepdims=0))
     if sample:
-        consts = {"flat": [-1], "two_k": [2 * RANGE_SAMPLE], "two": [2], "one": [1], "zero": [0],
+        consts = {"flat": [-1], "two_k": [2 * sample], "two": [2], "one": [1], "zero": [0],
                   "end": [2**62]}
         for key, value in consts.items():
             graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.int64), f"{name}_{key}"))
