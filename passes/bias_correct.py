@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import dequantize
-from irq.quant.probes import add_channel_mean, mean_outputs
+from irq.quant.probes import PROBE_BATCH, add_channel_mean, mean_outputs
 from irq.quant.weight_range import layer_weight, weight_axis, weight_qtype
 
 
@@ -80,7 +80,7 @@ class BiasCorrect(Pass):
     reads_calibration_data = True
     rewrites_graph = False
     samples: int = 64
-    batch_size: int = 16
+    batch_size: int = PROBE_BATCH
 
     def requires(self, qmodel: QModel) -> list[str]:
         """A current plan (without calibration data the pass measures nothing and says so)."""
@@ -94,7 +94,7 @@ class BiasCorrect(Pass):
             qmodel.analysis.record(self.name, layers=0, skipped=why)
             return PassResult(qmodel, False)
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
-        shifts = mean_outputs(_probe_model(qmodel, targets), data, self.batch_size)
+        shifts = mean_outputs(_probe_model(qmodel, targets).SerializeToString(), data, self.batch_size)
         qmodel.bias_shifts.update({node_label(node): np.asarray(shift, np.float32)
                                    for (node, _), shift in zip(targets, shifts, strict=True)})
         largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)

@@ -122,7 +122,10 @@ class Calibrate(Pass):
         proto = qmodel.to_proto()
         del proto.graph.output[:]
         wanted = [add_range_probe(proto, name, f"irq_range_{i}", per_batch) for i, name in enumerate(names)]
-        session = make_session(proto.SerializeToString())
+        payload = proto.SerializeToString()
+        del proto  # the session holds the weights from here on: no second and third copy through the sweep
+        session = make_session(payload)
+        del payload
         out_names = [o.name for o in session.get_outputs()]
         at = {n: i for i, n in enumerate(out_names)}
         for batch in progress(data.batches(limit), -(-len(data) // limit), f"calibrating {qmodel.name}"):

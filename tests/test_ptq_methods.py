@@ -203,9 +203,16 @@ def test_int4_weights_are_packed_and_small_filters_keep_int8(tmp_path, fashion_m
     small = by_type[onnx.TensorProto.INT8]
     assert len(small) == 1 and small[0].shape[1:] == (1, 3, 3) and np.abs(small[0]).max() > 7  # 9 weights: 8 bits
     assert reports["packed"]["size_bytes"]["artifact"] < 0.6 * reports["int8"]["size_bytes"]["artifact"]
+    held = onnx.load(str(tmp_path / "int8" / "model.onnx"))
+    held_weights = sorted((onnx.numpy_helper.to_array(i) for i in held.graph.initializer
+                           if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2), key=lambda a: a.size)
+    packed_weights = sorted(by_type[onnx.TensorProto.INT4] + small, key=lambda a: a.size)
+    for a, b in zip(packed_weights, held_weights, strict=True):  # the same integers, stored two ways
+        np.testing.assert_array_equal(a.astype(np.int8), b)
     x = zoo.eval_data("fashion-cnn", 64).feed(0, 64)
-    packed, held = (run_onnx(str(tmp_path / s / "model.onnx"), x)[0] for s in ("packed", "int8"))
-    np.testing.assert_allclose(packed, held, atol=1e-5)  # the same integers: float vs int8 kernels' rounding
+    packed, kept = (run_onnx(str(tmp_path / s / "model.onnx"), x)[0] for s in ("packed", "int8"))
+    # float vs int8 kernels round requantization differently: an activation may move by one step
+    assert (packed.argmax(1) == kept.argmax(1)).mean() >= 0.98 and np.abs(packed - kept).max() < 0.05
 
 
 def test_smooth_quant_moves_activation_outliers_into_weights_without_changing_the_function():
