@@ -3,9 +3,11 @@
 Rounding weights to int8 shifts a layer's expected output: E[conv(x, W)] - E[conv(x, W_q)] =
 E[conv(x, W - W_q)], per output channel. Depthwise convs (a few weights a channel) shift most,
 and the shift compounds layer after layer (Nagel et al., "Data-Free Quantization", 2019). This
-pass measures it on the calibration data in one float run: every corrected layer gets a probe,
-the same op on the same input with weights W - W_q, reduced to a per-channel mean, so the error
-is measured exactly (padding included) and nothing but those means is kept. W_q is what
+pass measures it on the calibration data in one float run. The op is linear in x, so
+E[op(x, W - W_q)] = op(E[x], W - W_q): the run keeps each corrected layer's mean input (over
+the samples), then each op runs once on it with weights W - W_q and is averaged over positions:
+exact, padding included, at the cost of one plain float run. (A layer input with dynamic dims
+has no mean image; then every layer gets a probe op on its input, reduced to a per-channel mean.) W_q is what
 insert-qdq will write (same scales, integer range and granularity). The pass only measures
 (``qmodel.bias_shifts``); insert-qdq adds a layer's shift to its bias when it quantizes that
 layer's weights, so a layer the budget search keeps float keeps its own bias. Run it between
@@ -22,6 +24,7 @@ import onnx_ir as ir
 from onnx import helper, numpy_helper
 
 from irq.ir.model import QModel, constant_array, node_label
+from irq.ir.ort import make_session
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import dequantize
 from irq.quant.probes import PROBE_BATCH, add_channel_mean, mean_outputs
@@ -53,10 +56,15 @@ def _targets(qmodel: QModel) -> list[tuple[ir.Node, np.ndarray]]:
     return found
 
 
+def _node_attrs(node: ir.Node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in ir.serde.serialize_node(node).attribute}
+
+
 def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray]]) -> onnx.ModelProto:
     """The float model with one extra output per layer: the per-channel mean of op(x, W - W_q).
 
-    Conv and Gemm outputs both hold their channels on axis 1.
+    Conv and Gemm outputs both hold their channels on axis 1. Used when a layer's input has
+    dynamic dims, so that the mean input of :func:`_mean_input_model` cannot be formed.
     """
     proto = qmodel.to_proto()
     graph = proto.graph
@@ -64,12 +72,42 @@ def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray]]) -> o
     for i, (node, residual) in enumerate(targets):
         name = f"irq_bias_probe_{i}"
         graph.initializer.append(numpy_helper.from_array(residual, f"{name}_w"))
-        attrs = {a.name: helper.get_attribute_value(a) for a in ir.serde.serialize_node(node).attribute}
         graph.node.append(helper.make_node(node.op_type, [node.inputs[0].name or "", f"{name}_w"], [f"{name}_y"],
-                                           name=f"{name}_op", **attrs))
+                                           name=f"{name}_op", **_node_attrs(node)))
         rank = 2 if node.op_type == "Gemm" else residual.ndim  # a Conv's output has its weight's rank
         add_channel_mean(proto, f"{name}_y", name, [0, *range(2, rank)])
     return proto
+
+
+def _static_inputs(targets: list[tuple[ir.Node, np.ndarray]]) -> bool:
+    shapes = [t[0].inputs[0].shape for t in targets]  # type: ignore[union-attr]
+    return all(s is not None and len(s) >= 2 and all(isinstance(d, int) for d in list(s)[1:]) for s in shapes)
+
+
+def _mean_input_model(qmodel: QModel, inputs: list[str]) -> onnx.ModelProto:
+    """The float model whose outputs are the sample mean (axis 0) of each named layer input."""
+    proto = qmodel.to_proto()
+    del proto.graph.output[:]
+    for i, name in enumerate(inputs):
+        add_channel_mean(proto, name, f"irq_bias_mean_{i}", [0])
+    return proto
+
+
+def _shifts_from_means(targets: list[tuple[ir.Node, np.ndarray]], means: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """op(E[x], W - W_q) averaged over positions: E[op(x, R)] exactly, since the op is linear in x."""
+    graph = helper.make_graph([], "irq_bias_shifts", [], [])
+    for i, (node, residual) in enumerate(targets):
+        name = f"s{i}"
+        x = means[node.inputs[0].name or ""]  # type: ignore[union-attr]
+        graph.initializer.extend([numpy_helper.from_array(x[None].astype(np.float32), f"{name}_x"),
+                                  numpy_helper.from_array(residual, f"{name}_w")])
+        graph.node.append(helper.make_node(node.op_type, [f"{name}_x", f"{name}_w"], [f"{name}_y"],
+                                           **_node_attrs(node)))
+        rank = 2 if node.op_type == "Gemm" else residual.ndim
+        graph.node.append(helper.make_node("ReduceMean", [f"{name}_y"], [name], keepdims=0, axes=[0, *range(2, rank)]))
+        graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return [np.asarray(a, np.float64) for a in make_session(model.SerializeToString()).run(None, {})]
 
 
 @dataclass(frozen=True)
@@ -94,7 +132,12 @@ class BiasCorrect(Pass):
             qmodel.analysis.record(self.name, layers=0, skipped=why)
             return PassResult(qmodel, False)
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
-        shifts = mean_outputs(_probe_model(qmodel, targets).SerializeToString(), data, self.batch_size)
+        if _static_inputs(targets):  # one float run for the mean inputs, then each op once on its mean
+            inputs = list(dict.fromkeys(t[0].inputs[0].name or "" for t in targets))  # type: ignore[union-attr]
+            means = mean_outputs(_mean_input_model(qmodel, inputs).SerializeToString(), data, self.batch_size)
+            shifts = _shifts_from_means(targets, dict(zip(inputs, means, strict=True)))
+        else:
+            shifts = mean_outputs(_probe_model(qmodel, targets).SerializeToString(), data, self.batch_size)
         qmodel.bias_shifts.update({node_label(node): np.asarray(shift, np.float32)
                                    for (node, _), shift in zip(targets, shifts, strict=True)})
         largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)

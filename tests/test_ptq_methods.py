@@ -227,3 +227,20 @@ def test_smooth_quant_moves_activation_outliers_into_weights_without_changing_th
     feeds = zoo.eval_data("minilm", 8).feed(0, 8)
     ref, out = run_onnx(before, feeds)[0], run_onnx(result.model.to_proto(), feeds)[0]
     np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+def test_bias_shift_from_the_mean_input_equals_the_per_layer_probe(fashion_model):
+    """E[conv(x, W - W_q)] = conv(E[x], W - W_q) (linear, padding included): both ways agree."""
+    import irq.passes.bias_correct as bias_correct
+
+    target = get_target("onnx-int8")
+    q = dataclasses.replace(import_model(fashion_model), calibration=zoo.calibration_data("fashion-cnn", 24),
+                            scheme=target.scheme, default_precision=target.default_precision)
+    q = PassManager(parse_pipeline(f"{CLEAN},analyze,calibrate,plan-precision"))(q).model
+    targets = bias_correct._targets(q)
+    assert bias_correct._static_inputs(targets) and len(targets) == 5
+    fast = PassManager(parse_pipeline("bias-correct"))(q.clone()).model.bias_shifts
+    probe = bias_correct.mean_outputs(bias_correct._probe_model(q, targets), q.calibration)
+    for (node, _), expected in zip(targets, probe, strict=True):
+        got = fast[bias_correct.node_label(node)]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())

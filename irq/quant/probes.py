@@ -53,14 +53,18 @@ def batch_outputs(model: onnx.ModelProto | bytes, data: DataSet,
 def mean_outputs(model: onnx.ModelProto | bytes, data: DataSet, batch_size: int = PROBE_BATCH,
                  combine: str = "mean") -> list[np.ndarray]:
     """Every output of ``model`` over the samples of ``data``: averaged (weighted by batch size), or ``max``."""
-    sums: list[np.ndarray | float] = []
+    sums: list[np.ndarray] = []
     for rows, means in batch_outputs(model, data, batch_size):
-        sums = sums or [0.0] * len(means)
-        if combine == "max":
-            sums = [np.maximum(s, m.astype(np.float64)) for s, m in zip(sums, means, strict=True)]
-        else:
-            sums = [s + m.astype(np.float64) * rows for s, m in zip(sums, means, strict=True)]
-    return [np.asarray(s if combine == "max" else s / max(len(data), 1)) for s in sums]
+        if not sums:
+            sums = [np.full(m.shape, -np.inf if combine == "max" else 0.0) for m in means]
+        for s, m in zip(sums, means, strict=True):  # in place: the means may be whole input images
+            if combine == "max":
+                np.maximum(s, m, out=s)
+            elif rows == 1:
+                np.add(s, m, out=s)
+            else:
+                s += m.astype(np.float64) * rows
+    return [s if combine == "max" else s / max(len(data), 1) for s in sums]
 
 
 def channel_energy(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int, ...]]], data: DataSet,
