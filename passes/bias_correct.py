@@ -84,6 +84,16 @@ def _static_inputs(targets: list[tuple[ir.Node, np.ndarray]]) -> bool:
     return all(s is not None and len(s) >= 2 and all(isinstance(d, int) for d in list(s)[1:]) for s in shapes)
 
 
+def _measured(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray]]) -> bool:
+    """Whether calibrate left a mean of every target's input, of the input's shape (less the batch)."""
+    for node, _ in targets:
+        x = node.inputs[0]
+        mean = qmodel.input_means.get(x.name or "") if x is not None else None
+        if mean is None or x is None or x.shape is None or tuple(mean.shape) != tuple(list(x.shape)[1:]):
+            return False
+    return True
+
+
 def _mean_input_model(qmodel: QModel, inputs: list[str]) -> onnx.ModelProto:
     """The float model whose outputs are the sample mean (axis 0) of each named layer input."""
     proto = qmodel.to_proto()
@@ -132,8 +142,13 @@ class BiasCorrect(Pass):
             qmodel.analysis.record(self.name, layers=0, skipped=why)
             return PassResult(qmodel, False)
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
-        if _static_inputs(targets):  # one float run for the mean inputs, then each op once on its mean
-            inputs = list(dict.fromkeys(t[0].inputs[0].name or "" for t in targets))  # type: ignore[union-attr]
+        inputs = list(dict.fromkeys(t[0].inputs[0].name or "" for t in targets))  # type: ignore[union-attr]
+        source, samples = "own float run", len(data)
+        if _measured(qmodel, targets):  # calibrate{input-means=true} measured them in its sweep
+            shifts = _shifts_from_means(targets, qmodel.input_means)
+            source = "calibration sweep"
+            samples = qmodel.analysis.calibration.samples if qmodel.analysis.calibration else samples
+        elif _static_inputs(targets):  # one float run for the mean inputs, then each op once on its mean
             means = mean_outputs(_mean_input_model(qmodel, inputs).SerializeToString(), data, self.batch_size)
             shifts = _shifts_from_means(targets, dict(zip(inputs, means, strict=True)))
         else:
@@ -141,5 +156,6 @@ class BiasCorrect(Pass):
         qmodel.bias_shifts.update({node_label(node): np.asarray(shift, np.float32)
                                    for (node, _), shift in zip(targets, shifts, strict=True)})
         largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)
-        qmodel.analysis.record(self.name, layers=len(targets), samples=len(data), largest_shift=largest)
+        qmodel.analysis.record(self.name, layers=len(targets), samples=samples, largest_shift=largest,
+                               means_from=source)
         return PassResult(qmodel, True)

@@ -23,7 +23,7 @@ from irq.ir.ort import make_session
 from irq.pipeline.infra import Pass, PassResult
 from irq.progress import progress
 from irq.quant.histogram import GrowingHistogram
-from irq.quant.probes import RANGE_SAMPLE, add_range_probe
+from irq.quant.probes import RANGE_SAMPLE, add_channel_mean, add_range_probe
 from irq.quant.ranges import CALIBRATION_METHODS, entropy_range, mse_range, percentile_range
 from irq.quant.spec import TensorRange
 
@@ -31,6 +31,43 @@ METHODS = CALIBRATION_METHODS
 _NO_SAMPLE = np.zeros(0, np.float32)
 #: Samples whose values go into one histogram update (one numpy call per tensor, not per batch).
 _FLUSH_SAMPLES = 16
+
+
+def _layer_inputs(graph: ir.Graph) -> list[str]:
+    """The activations that Conv and Gemm layers with constant weights read (bias-correct's layers)."""
+    names = []
+    for node in graph:
+        if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 1 and node.inputs[0] is not None \
+                and node.inputs[0].const_value is None and node.inputs[1] is not None \
+                and node.inputs[1].const_value is not None and node.inputs[0].dtype == ir.DataType.FLOAT:
+            names.append(node.inputs[0].name or "")
+    return list(dict.fromkeys(names))
+
+
+class _Means:
+    """Running sums of each layer input over the samples (a tensor whose shape changes is dropped)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names, self.rows = names, 0
+        self.sums: dict[str, np.ndarray | None] = dict.fromkeys(names)
+        self.dropped: set[str] = set()
+
+    def add(self, rows: int, means: list[np.ndarray]) -> None:
+        self.rows += rows
+        for name, m in zip(self.names, means, strict=True):
+            s = self.sums[name]
+            if name in self.dropped:
+                continue
+            if s is None:
+                self.sums[name] = m.astype(np.float64) * rows
+            elif s.shape != m.shape:  # dynamic dims: no mean image; bias-correct measures this one itself
+                self.dropped.add(name)
+            else:
+                s += m.astype(np.float64) * rows
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {n: (s / max(self.rows, 1)).astype(np.float32) for n, s in self.sums.items()
+                if s is not None and n not in self.dropped}
 
 
 def _flush(stats: list[GrowingHistogram], pending: list[list[tuple[float, float, np.ndarray]]],
@@ -59,7 +96,8 @@ class Calibrate(Pass):
     Options: ``method`` (minmax, percentile, entropy, mse), ``percentile`` (for percentile),
     ``bits`` (the activation width the range is optimised for), ``batch-size`` (default 1), ``samples``
     (0: all), ``memory-mb`` (the budget for one batch inside onnxruntime, taken as four of its
-    largest activations; the batch shrinks to fit).
+    largest activations; the batch shrinks to fit), ``input-means`` (also keep each Conv/Gemm
+    input's mean over the samples, from the same sweep, for bias-correct).
     """
 
     name = "calibrate"
@@ -73,6 +111,7 @@ class Calibrate(Pass):
     batch_size: int = 1
     samples: int = 0
     memory_mb: int = 256
+    input_means: bool = False
 
     def __post_init__(self) -> None:
         if self.method and self.method not in METHODS:
@@ -94,8 +133,12 @@ class Calibrate(Pass):
         use_hist = method in ("percentile", "entropy", "mse")
         stats = [GrowingHistogram() for _ in names]
         limit = self._batch_size(qmodel)
+        layer_inputs = _layer_inputs(qmodel.graph) if self.input_means else []
+        means = _Means(layer_inputs)
         pending: list[list[tuple[float, float, np.ndarray]]] = []
-        for i, outs in enumerate(self._sweep(qmodel, data, names, use_hist, limit), 1):
+        for i, (rows, outs, batch_means) in enumerate(self._sweep(qmodel, data, names, use_hist, limit,
+                                                                   layer_inputs), 1):
+            means.add(rows, batch_means)
             pending.append(outs)
             if i % max(1, _FLUSH_SAMPLES // limit) == 0:
                 _flush(stats, pending, use_hist)
@@ -103,6 +146,7 @@ class Calibrate(Pass):
         _flush(stats, pending, use_hist)
         ranges = {name: self._range(method, s) for name, s in zip(names, stats, strict=True)}
         qmodel.ranges.update(ranges)
+        qmodel.input_means.update(means.result())
         qmodel.analysis.calibration = CalibrationSummary(method, len(data), len(names))
         return PassResult(qmodel, False)
 
@@ -110,8 +154,9 @@ class Calibrate(Pass):
         fixed_one = any(v.shape is not None and len(v.shape) and v.shape[0] == 1 for v in qmodel.graph.inputs)
         return 1 if fixed_one else max(1, min(self.batch_size, self._fits(qmodel)))
 
-    def _sweep(self, qmodel: QModel, data: DataSet, names: list[str], sample: bool,
-               limit: int) -> Iterator[list[tuple[float, float, np.ndarray]]]:
+    def _sweep(self, qmodel: QModel, data: DataSet, names: list[str], sample: bool, limit: int,
+               layer_inputs: list[str]) -> Iterator[tuple[int, list[tuple[float, float, np.ndarray]],
+                                                         list[np.ndarray]]]:
         """Per batch, each tensor's (min, max, strided sample), reduced inside onnxruntime.
 
         Only the reductions (and the samples) leave the session, not every activation, so its
@@ -122,6 +167,8 @@ class Calibrate(Pass):
         proto = qmodel.to_proto()
         del proto.graph.output[:]
         wanted = [add_range_probe(proto, name, f"irq_range_{i}", per_batch) for i, name in enumerate(names)]
+        for i, name in enumerate(layer_inputs):
+            add_channel_mean(proto, name, f"irq_input_mean_{i}", [0])
         payload = proto.SerializeToString()
         del proto  # the session holds the weights from here on: no second and third copy through the sweep
         session = make_session(payload)
@@ -130,8 +177,9 @@ class Calibrate(Pass):
         at = {n: i for i, n in enumerate(out_names)}
         for batch in progress(data.batches(limit), -(-len(data) // limit), f"calibrating {qmodel.name}"):
             outs = session.run(out_names, batch)
-            yield [(float(outs[at[w[0]]]), float(outs[at[w[1]]]), outs[at[w[2]]] if sample else _NO_SAMPLE)
-                   for w in wanted]
+            rows = len(next(iter(batch.values()))) if data.batch_first else 1
+            yield (rows, [(float(outs[at[w[0]]]), float(outs[at[w[1]]]), outs[at[w[2]]] if sample else _NO_SAMPLE)
+                          for w in wanted], [outs[at[f"irq_input_mean_{i}"]] for i in range(len(layer_inputs))])
 
     def _fits(self, qmodel: QModel) -> int:
         """Samples a batch may hold within ``memory-mb``.

@@ -241,6 +241,10 @@ def test_bias_shift_from_the_mean_input_equals_the_per_layer_probe(fashion_model
     assert bias_correct._static_inputs(targets) and len(targets) == 5
     fast = PassManager(parse_pipeline("bias-correct"))(q.clone()).model.bias_shifts
     probe = bias_correct.mean_outputs(bias_correct._probe_model(q, targets), q.calibration)
+    swept = PassManager(parse_pipeline(f"{CLEAN},analyze,calibrate{{input-means=true}},plan-precision,bias-correct"))(
+        dataclasses.replace(q, model=import_model(fashion_model).model, ranges={}, plan={}, history=[])).model
+    assert swept.analysis.of("bias-correct")["means_from"] == "calibration sweep"
     for (node, _), expected in zip(targets, probe, strict=True):
-        got = fast[bias_correct.node_label(node)]
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+        for shifts in (fast, swept.bias_shifts):
+            got = shifts[bias_correct.node_label(node)]
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from irq.batch.keys import bytes_digest, file_digest, module_source, stage_key
@@ -131,10 +132,14 @@ class StoredCalibrations:
                 entry = self.store.read_json("calibration", key)
                 if entry is None:
                     qmodel = run(qmodel)
+                    if qmodel.input_means:  # before the JSON: an entry is complete once it exists
+                        self.store.write_bytes("calibration", key, ".npz", _npz(qmodel.input_means))
                     self.store.write_json("calibration", key, _calibration_entry(qmodel))
                     self.log.stages["calibrate"] = "ran"
         if entry is not None:
             _restore(qmodel, entry)
+            if entry.get("input_means"):
+                qmodel.input_means.update(_read_npz(self.store.path("calibration", key, ".npz"), qmodel.name))
             self.log.stages["calibrate"] = "hit"
         return qmodel
 
@@ -152,7 +157,24 @@ def quantize_cached(store: Store, qmodel: QModel, target: Target, calib: DataSet
 def _calibration_entry(qmodel: QModel) -> dict[str, Any]:
     # a list keeps the ranges' order, which is the graph order insert-qdq walks
     return {"ranges": [[name, r.lo, r.hi, r.method] for name, r in qmodel.ranges.items()],
-            "note": c.to_json() if (c := qmodel.analysis.calibration) else None}
+            "note": c.to_json() if (c := qmodel.analysis.calibration) else None,
+            "input_means": bool(qmodel.input_means)}
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, names=np.asarray(list(arrays)), **{f"a{i}": a for i, a in enumerate(arrays.values())})
+    return buf.getvalue()
+
+
+def _read_npz(path: Path, model: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as f:
+            return {str(n): f[f"a{i}"] for i, n in enumerate(f["names"])}
+    except (OSError, ValueError, KeyError) as e:
+        raise IrqError(f"cached calibration of {model!r} is malformed ({e}); delete the cache") from e
 
 
 def _restore(qmodel: QModel, entry: dict[str, Any]) -> None:

@@ -51,6 +51,9 @@ class QModel:
     #: Per layer, integer weights a learned rounding chose (adaround; with that layer's
     #: ``weight_scales``), used in place of round-to-nearest.
     rounded_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per layer input (a value name), its mean over the calibration samples (axis 0), which
+    #: ``calibrate{input-means=true}`` measures in its sweep so that bias-correct needs no run.
+    input_means: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def graph(self) -> ir.Graph:
@@ -80,7 +83,8 @@ class QModel:
         return dataclasses.replace(self, model=model, ranges=dict(self.ranges),
                                    plan=dict(self.plan), analysis=self.analysis.copy(),
                                    history=list(self.history), bias_shifts=dict(self.bias_shifts),
-                                   weight_scales=dict(self.weight_scales), rounded_weights=dict(self.rounded_weights))
+                                   weight_scales=dict(self.weight_scales), rounded_weights=dict(self.rounded_weights),
+                                   input_means=dict(self.input_means))
 
     def save(self, path: Path) -> None:
         """Write the graph as one self-contained ONNX file (atomically)."""
