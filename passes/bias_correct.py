@@ -103,8 +103,57 @@ def _mean_input_model(qmodel: QModel, inputs: list[str]) -> onnx.ModelProto:
     return proto
 
 
+def _window_means(x: np.ndarray, kernel: tuple[int, int], attrs: dict) -> np.ndarray | None:
+    """Per input channel and kernel tap, the mean of a 2-D conv's input (zero padding) over its outputs."""
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    (sh, sw), (dh, dw) = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1])
+    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr)))
+    ho, wo = (xp.shape[1] - dh * (kernel[0] - 1) - 1) // sh + 1, (xp.shape[2] - dw * (kernel[1] - 1) - 1) // sw + 1
+    taps = np.empty((x.shape[0], *kernel))
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            rows, cols = slice(a * dh, a * dh + sh * (ho - 1) + 1, sh), slice(b * dw, b * dw + sw * (wo - 1) + 1, sw)
+            taps[:, a, b] = xp[:, rows, cols].sum((1, 2))
+    return taps / (ho * wo)
+
+
+def _closed_form_shift(node: ir.Node, residual: np.ndarray, x: np.ndarray) -> np.ndarray | None:
+    """E[op(x, R)] from E[x] in numpy (2-D Conv, Gemm), or None where the ONNX op has to run."""
+    attrs = _node_attrs(node)
+    r = residual.astype(np.float64)
+    if node.op_type == "Gemm":
+        return r @ x if attrs.get("transB", 0) else x.astype(np.float64) @ r
+    if residual.ndim != 4 or x.ndim != 3:
+        return None
+    taps = _window_means(x, (residual.shape[2], residual.shape[3]), attrs)
+    if taps is None:
+        return None
+    group = int(attrs.get("group", 1))
+    cout, cin_g = residual.shape[:2]
+    shift = np.einsum("gocij,gcij->go", r.reshape(group, cout // group, cin_g, *residual.shape[2:]),
+                      taps.reshape(group, cin_g, *residual.shape[2:]))
+    return shift.reshape(cout)
+
+
 def _shifts_from_means(targets: list[tuple[ir.Node, np.ndarray]], means: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """op(E[x], W - W_q) averaged over positions: E[op(x, R)] exactly, since the op is linear in x."""
+    """op(E[x], W - W_q) averaged over positions: E[op(x, R)] exactly, since the op is linear in x.
+
+    Convs and Gemms in closed form (tap means of the zero-padded mean input); other ops run in
+    onnxruntime once on the mean input.
+    """
+    shifts: list[np.ndarray | None] = [_closed_form_shift(node, residual, means[node.inputs[0].name or ""])
+                                       for node, residual in targets]  # type: ignore[union-attr]
+    rest = [(i, t) for i, t in enumerate(targets) if shifts[i] is None]
+    for (i, _), shift in zip(rest, _run_on_means([t for _, t in rest], means), strict=True):
+        shifts[i] = shift
+    return [s for s in shifts if s is not None]
+
+
+def _run_on_means(targets: list[tuple[ir.Node, np.ndarray]], means: dict[str, np.ndarray]) -> list[np.ndarray]:
+    if not targets:
+        return []
     graph = helper.make_graph([], "irq_bias_shifts", [], [])
     for i, (node, residual) in enumerate(targets):
         name = f"s{i}"
@@ -144,10 +193,10 @@ class BiasCorrect(Pass):
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
         inputs = list(dict.fromkeys(t[0].inputs[0].name or "" for t in targets))  # type: ignore[union-attr]
         source, samples = "own float run", len(data)
-        if _measured(qmodel, targets):  # calibrate{input-means=true} measured them in its sweep
+        if _measured(qmodel, targets):  # calibrate{input-means=N} measured them in its sweep
             shifts = _shifts_from_means(targets, qmodel.input_means)
             source = "calibration sweep"
-            samples = qmodel.analysis.calibration.samples if qmodel.analysis.calibration else samples
+            samples = qmodel.analysis.of("calibrate").get("input_mean_samples", samples)
         elif _static_inputs(targets):  # one float run for the mean inputs, then each op once on its mean
             means = mean_outputs(_mean_input_model(qmodel, inputs).SerializeToString(), data, self.batch_size)
             shifts = _shifts_from_means(targets, dict(zip(inputs, means, strict=True)))

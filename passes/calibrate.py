@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -53,6 +54,8 @@ class _Means:
         self.dropped: set[str] = set()
 
     def add(self, rows: int, means: list[np.ndarray]) -> None:
+        if not means:  # past the samples the means are taken over
+            return
         self.rows += rows
         for name, m in zip(self.names, means, strict=True):
             s = self.sums[name]
@@ -68,6 +71,24 @@ class _Means:
     def result(self) -> dict[str, np.ndarray]:
         return {n: (s / max(self.rows, 1)).astype(np.float32) for n, s in self.sums.items()
                 if s is not None and n not in self.dropped}
+
+
+def _range_session(qmodel: QModel, names: list[str], per_batch: int,
+                   layer_inputs: list[str]) -> tuple[Any, list[list[int]]]:
+    """A session of the float model whose outputs are each tensor's range probe, then the layer-input means.
+
+    Returns the session and, per tensor, the indices of its min, max (and sample) outputs.
+    """
+    proto = qmodel.to_proto()
+    del proto.graph.output[:]
+    wanted = [add_range_probe(proto, name, f"irq_range_{i}", per_batch) for i, name in enumerate(names)]
+    for i, name in enumerate(layer_inputs):
+        add_channel_mean(proto, name, f"irq_input_mean_{i}", [0])
+    payload = proto.SerializeToString()
+    del proto  # the session holds the weights from here on: no second and third copy through the sweep
+    session = make_session(payload)
+    at = {o.name: i for i, o in enumerate(session.get_outputs())}
+    return session, [[at[n] for n in w] for w in wanted]
 
 
 def _flush(stats: list[GrowingHistogram], pending: list[list[tuple[float, float, np.ndarray]]],
@@ -97,7 +118,7 @@ class Calibrate(Pass):
     ``bits`` (the activation width the range is optimised for), ``batch-size`` (default 1), ``samples``
     (0: all), ``memory-mb`` (the budget for one batch inside onnxruntime, taken as four of its
     largest activations; the batch shrinks to fit), ``input-means`` (also keep each Conv/Gemm
-    input's mean over the samples, from the same sweep, for bias-correct).
+    input's mean over the first that many samples, from the same sweep, for bias-correct).
     """
 
     name = "calibrate"
@@ -111,7 +132,7 @@ class Calibrate(Pass):
     batch_size: int = 1
     samples: int = 0
     memory_mb: int = 256
-    input_means: bool = False
+    input_means: int = 0
 
     def __post_init__(self) -> None:
         if self.method and self.method not in METHODS:
@@ -133,7 +154,7 @@ class Calibrate(Pass):
         use_hist = method in ("percentile", "entropy", "mse")
         stats = [GrowingHistogram() for _ in names]
         limit = self._batch_size(qmodel)
-        layer_inputs = _layer_inputs(qmodel.graph) if self.input_means else []
+        layer_inputs = _layer_inputs(qmodel.graph) if self.input_means > 0 else []
         means = _Means(layer_inputs)
         pending: list[list[tuple[float, float, np.ndarray]]] = []
         for i, (rows, outs, batch_means) in enumerate(self._sweep(qmodel, data, names, use_hist, limit,
@@ -147,6 +168,8 @@ class Calibrate(Pass):
         ranges = {name: self._range(method, s) for name, s in zip(names, stats, strict=True)}
         qmodel.ranges.update(ranges)
         qmodel.input_means.update(means.result())
+        if layer_inputs:
+            qmodel.analysis.record(self.name, input_mean_samples=means.rows)
         qmodel.analysis.calibration = CalibrationSummary(method, len(data), len(names))
         return PassResult(qmodel, False)
 
@@ -164,22 +187,23 @@ class Calibrate(Pass):
         """
         # The same number of values per sample whatever the batch: RANGE_SAMPLE per 16 samples.
         per_batch = max(1, RANGE_SAMPLE * limit // 16) if sample else 0
-        proto = qmodel.to_proto()
-        del proto.graph.output[:]
-        wanted = [add_range_probe(proto, name, f"irq_range_{i}", per_batch) for i, name in enumerate(names)]
-        for i, name in enumerate(layer_inputs):
-            add_channel_mean(proto, name, f"irq_input_mean_{i}", [0])
-        payload = proto.SerializeToString()
-        del proto  # the session holds the weights from here on: no second and third copy through the sweep
-        session = make_session(payload)
-        del payload
-        out_names = [o.name for o in session.get_outputs()]
-        at = {n: i for i, n in enumerate(out_names)}
+        # Mean nodes slow every run of a session that has them, fetched or not (onnxruntime lays
+        # the convs' inputs out again for them): the first samples run in a session with them,
+        # the rest in one without.
+        split = min(len(data), -(-self.input_means // limit) * limit) if layer_inputs else 0
+        inputs = layer_inputs if split else []
+        session, wanted = _range_session(qmodel, names, per_batch, inputs)
+        seen = 0
         for batch in progress(data.batches(limit), -(-len(data) // limit), f"calibrating {qmodel.name}"):
-            outs = session.run(out_names, batch)
+            if inputs and seen >= split:
+                del session
+                inputs = []
+                session, wanted = _range_session(qmodel, names, per_batch, inputs)
             rows = len(next(iter(batch.values()))) if data.batch_first else 1
-            yield (rows, [(float(outs[at[w[0]]]), float(outs[at[w[1]]]), outs[at[w[2]]] if sample else _NO_SAMPLE)
-                          for w in wanted], [outs[at[f"irq_input_mean_{i}"]] for i in range(len(layer_inputs))])
+            outs = session.run(None, batch)
+            seen += rows
+            yield (rows, [(float(outs[w[0]]), float(outs[w[1]]), outs[w[2]] if sample else _NO_SAMPLE)
+                          for w in wanted], outs[len(outs) - len(inputs):])
 
     def _fits(self, qmodel: QModel) -> int:
         """Samples a batch may hold within ``memory-mb``.

@@ -241,7 +241,7 @@ def test_bias_shift_from_the_mean_input_equals_the_per_layer_probe(fashion_model
     assert bias_correct._static_inputs(targets) and len(targets) == 5
     fast = PassManager(parse_pipeline("bias-correct"))(q.clone()).model.bias_shifts
     probe = bias_correct.mean_outputs(bias_correct._probe_model(q, targets), q.calibration)
-    swept = PassManager(parse_pipeline(f"{CLEAN},analyze,calibrate{{input-means=true}},plan-precision,bias-correct"))(
+    swept = PassManager(parse_pipeline(f"{CLEAN},analyze,calibrate{{input-means=64}},plan-precision,bias-correct"))(
         dataclasses.replace(q, model=import_model(fashion_model).model, ranges={}, plan={}, history=[])).model
     assert swept.analysis.of("bias-correct")["means_from"] == "calibration sweep"
     for (node, _), expected in zip(targets, probe, strict=True):

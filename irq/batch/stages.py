@@ -158,7 +158,8 @@ def _calibration_entry(qmodel: QModel) -> dict[str, Any]:
     # a list keeps the ranges' order, which is the graph order insert-qdq walks
     return {"ranges": [[name, r.lo, r.hi, r.method] for name, r in qmodel.ranges.items()],
             "note": c.to_json() if (c := qmodel.analysis.calibration) else None,
-            "input_means": bool(qmodel.input_means)}
+            "input_means": bool(qmodel.input_means),
+            "record": qmodel.analysis.of("calibrate")}
 
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
@@ -184,6 +185,8 @@ def _restore(qmodel: QModel, entry: dict[str, Any]) -> None:
                               in entry["ranges"]})
         if entry.get("note") is not None:
             qmodel.analysis.calibration = CalibrationSummary.from_json(entry["note"])
+        if entry.get("record"):
+            qmodel.analysis.record("calibrate", **entry["record"])
     except (KeyError, TypeError, ValueError) as e:
         raise IrqError(f"cached calibration of {qmodel.name!r} is malformed ({e}); delete the cache") from e
     qmodel.history.append("calibrate")

@@ -52,7 +52,7 @@ class QModel:
     #: ``weight_scales``), used in place of round-to-nearest.
     rounded_weights: dict[str, np.ndarray] = field(default_factory=dict)
     #: Per layer input (a value name), its mean over the calibration samples (axis 0), which
-    #: ``calibrate{input-means=true}`` measures in its sweep so that bias-correct needs no run.
+    #: ``calibrate{input-means=N}`` measures (first N samples) in its sweep so that bias-correct needs no run.
     input_means: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 CLEANUP = "shape-inference,fold-constants,cleanup,fold-bn"
 #: onnxruntime runs a Pad before a Conv as its own op (and, quantized, with its own Q/DQ pair).
 ONNX_CLEANUP = f"{CLEANUP},fold-pad"
-QUANTIZE = "analyze,calibrate{input-means=true},plan-precision,bias-correct,insert-qdq"
+QUANTIZE = "analyze,calibrate{input-means=64},plan-precision,bias-correct,insert-qdq"
 STATIC = f"{ONNX_CLEANUP},{QUANTIZE}"
 #: Mobile converters lower recurrent layers badly (or not at all): unroll them into plain ops.
 MOBILE = f"{CLEANUP},decompose-rnn"
@@ -66,7 +66,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("onnx-int4", "onnx", f"{ONNX_CLEANUP},analyze,plan-precision,int4-weights",
            Scheme(weight=QType.INT4), default_precision=Precision.INT4_WEIGHT,
            description="block-wise int4 MatMul weights (MatMulNBits), float activations"),
-    Target("tflite-int8", "tflite", f"{TFLITE},analyze,calibrate{{input-means=true}},plan-precision,bias-correct", _S8,
+    Target("tflite-int8", "tflite", f"{TFLITE},analyze,calibrate{{input-means=64}},plan-precision,bias-correct", _S8,
            needs_calibration=True, options={"mode": "int8"},
            description="TFLite full-integer int8 (int8 I/O unless --io float)"),
     Target("tflite-fp16", "tflite", TFLITE, default_precision=Precision.FP16,
