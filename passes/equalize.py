@@ -8,14 +8,16 @@ with the range sqrt(r_A r_B), so one scale per tensor (or 4-bit weights) wastes 
 grid (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias Correction",
 2019). Pairs are equalized in graph order, a few rounds so that chains settle.
 
-``by=activations`` (the default, ``auto``, when weights are per channel and calibration data is
-given) balances what per-channel weights leave exposed instead: the tensor between
+``by=activations`` balances what per-channel weights leave exposed instead (not the default:
+on seven corpus models it beat ``by=weights`` in one run and lost on three in another; see
+bench/RESULTS.md): the tensor between
 A and B, which has one int8 scale for all its channels. From one float run over the calibration
 data, s_c = act(c)^alpha / r_B(c)^(1 - alpha) (act: the largest magnitude of channel c where B
 reads it), so the channels' ranges come closer at a bounded cost to B's weight columns; a
 depthwise B has one weight scale per channel, so its cost is nil and alpha is 1. A's per-channel
 weights absorb 1/s_c. The function is unchanged as above; one round suffices, since rescaling a
-pair does not change any other pair's tensor. A bias shared by several layers is given each its
+pair does not change any other pair's tensor, and every s is computed from the weights as they
+were, so the graph's node order does not change the result. A bias shared by several layers is given each its
 own copy first (exporters share one all-zero bias).
 
 Clip (ReLU6) does not commute with a per-channel scale: its bound would have to move with the
@@ -192,7 +194,7 @@ def _replace(value: ir.Value | None, array: np.ndarray) -> None:
 class Equalize(Pass):
     """Cross-layer equalization of Conv/Gemm pairs (see the module docstring).
 
-    Options: ``by`` (auto, weights, activations), ``alpha`` (activations: how much of the
+    Options: ``by`` (weights, activations), ``alpha`` (activations: how much of the
     balance the tensor gets), ``samples`` (activations: calibration samples measured), ``rounds``
     (weights: passes over the graph until the scales settle).
     """
@@ -200,23 +202,19 @@ class Equalize(Pass):
     name = "equalize"
     reads_calibration_data = True
     rounds: int = 20
-    by: str = "auto"
+    by: str = "weights"
     alpha: float = 0.5
     samples: int = 64
 
     def __post_init__(self) -> None:
-        if self.by not in ("auto", "weights", "activations"):
-            raise ValueError(f"by must be auto, weights or activations, not {self.by!r}")
+        if self.by not in ("weights", "activations"):
+            raise ValueError(f"by must be weights or activations, not {self.by!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError("alpha must be in [0, 1]")
 
     def run(self, qmodel: QModel) -> PassResult:
         """Equalize every pair found; record the pairs and why the other layers were skipped."""
-        by = self.by
-        if by == "auto":  # per-channel weights absorb A's scaling: only the tensor between is left
-            by = "activations" if qmodel.scheme.per_channel else "weights"
-        if qmodel.calibration is None:
-            by = "weights"
+        by = self.by if qmodel.calibration is not None else "weights"
         copied = _own_biases(qmodel)
         pairs: list[str] = []
         skipped: Counter[str] = Counter()
@@ -261,10 +259,17 @@ class Equalize(Pass):
         values = {v.name or "": (0, *range(2, len(v.shape))) if v.shape is not None and len(v.shape) > 2 else (0,)
                   for v in where.values() if v is not None}
         maxima = channel_absmax(qmodel.to_proto(), list(values.items()), data)
+        # Every scale from the weights as they were, so the result does not depend on the order
+        # the pairs are visited in (B of one pair is often A of the next); then each is applied
+        # to fresh arrays, since an earlier pair may have rescaled this pair's layers.
+        scales = []
+        for pair in found:
+            act = maxima[where[id(pair)].name or ""].reshape(-1).astype(np.float64)  # type: ignore[union-attr]
+            scales.append(_activation_scales(pair, act, self.alpha) if act.shape[0] == pair.a_weight.shape[0]
+                          else None)
         moved = 0.0
-        for old in found:
-            pair = _find_pair(old.a)  # fresh arrays: an earlier pair may have rescaled this A as its B
-            act = maxima[where[id(old)].name or ""].reshape(-1).astype(np.float64)  # type: ignore[union-attr]
-            if not isinstance(pair, str) and act.shape[0] == pair.a_weight.shape[0]:
-                moved = max(moved, _equalize(pair, _activation_scales(pair, act, self.alpha)))
+        for old, s in zip(found, scales, strict=True):
+            pair = _find_pair(old.a)
+            if s is not None and not isinstance(pair, str):
+                moved = max(moved, _equalize(pair, s))
         return moved
