@@ -269,7 +269,7 @@ class Equalize(Pass):
                           else None)
         moved = 0.0
         for old, s in zip(found, scales, strict=True):
-            pair = _find_pair(old.a)
-            if s is not None and not isinstance(pair, str):
-                moved = max(moved, _equalize(pair, s))
+            fresh = _find_pair(old.a)
+            if s is not None and not isinstance(fresh, str):
+                moved = max(moved, _equalize(fresh, s))
         return moved
