@@ -328,3 +328,29 @@ def test_bench_without_data_feeds_a_synthetic_sample_and_names_a_missing_artifac
     assert "synthetic" in capsys.readouterr().out
     assert main(["bench", str(fashion_model), str(tmp_path / "nope.tflite")]) == 2
     assert "nope.tflite: artifact not found" in capsys.readouterr().err
+
+
+def test_an_artifact_that_answers_differently_twice_is_flagged(fashion_model, small_test):
+    """A runtime that reads stale memory (found on a real int8 artifact in onnxruntime) is said, not averaged away."""
+    from irq.backends.onnx_qdq import OnnxRunner
+    from irq.data.conform import conform
+    from irq.frontends import import_model
+    from irq.verify.checks import repeat_warnings
+    from irq.verify.run import run_dataset
+
+    data = conform(load_data(small_test), import_model(fashion_model).graph, "evaluation").head(16)
+    steady = OnnxRunner(Path(fashion_model).read_bytes())
+    out = run_dataset(steady, data)
+    assert repeat_warnings(steady, data, out, list(steady.output_names)) == []
+
+    class Drifting(OnnxRunner):
+        calls = 0
+
+        def run(self, feeds):
+            Drifting.calls += 1
+            return [o + Drifting.calls for o in super().run(feeds)]
+
+    drifting = Drifting(Path(fashion_model).read_bytes())
+    out = run_dataset(drifting, data)
+    warning, = repeat_warnings(drifting, data, out, list(drifting.output_names))
+    assert warning.startswith("nondeterministic: the onnxruntime artifact") and "vary between runs" in warning
