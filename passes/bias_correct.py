@@ -3,11 +3,12 @@
 Rounding weights to int8 shifts a layer's expected output: E[conv(x, W)] - E[conv(x, W_q)] =
 E[conv(x, W - W_q)], per output channel. Depthwise convs (a few weights a channel) shift most,
 and the shift compounds layer after layer (Nagel et al., "Data-Free Quantization", 2019). This
-pass measures it on the calibration data in one float run. The op is linear in x, so
-E[op(x, W - W_q)] = op(E[x], W - W_q): the run keeps each corrected layer's mean input (over
-the samples), then each op runs once on it with weights W - W_q and is averaged over positions:
-exact, padding included, at the cost of one plain float run. (A layer input with dynamic dims
-has no mean image; then every layer gets a probe op on its input, reduced to a per-channel mean.) W_q is what
+pass measures it on the calibration data. The op is linear in x, so E[op(x, W - W_q)] =
+op(E[x], W - W_q): with each corrected layer's mean input (from calibrate's sweep with
+``input-means``, else from one plain float run of its own), each op is evaluated once on it with
+weights W - W_q and averaged over positions (2-D convs and Gemms in closed form): exact, padding
+included. (A layer input with dynamic dims has no mean image; then every layer gets a probe op
+on its input in a float run, reduced to a per-channel mean.) W_q is what
 insert-qdq will write (same scales, integer range and granularity). The pass only measures
 (``qmodel.bias_shifts``); insert-qdq adds a layer's shift to its bias when it quantizes that
 layer's weights, so a layer the budget search keeps float keeps its own bias. Run it between
@@ -60,22 +61,27 @@ def _node_attrs(node: ir.Node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in ir.serde.serialize_node(node).attribute}
 
 
+def _add_residual_op(proto: onnx.ModelProto, name: str, x: str, node: ir.Node, residual: np.ndarray) -> None:
+    """Append output ``name``: the per-channel mean of ``node``'s op on ``x`` with weights ``residual``.
+
+    Conv and Gemm outputs both hold their channels on axis 1.
+    """
+    proto.graph.initializer.append(numpy_helper.from_array(residual, f"{name}_w"))
+    proto.graph.node.append(helper.make_node(node.op_type, [x, f"{name}_w"], [f"{name}_y"], name=f"{name}_op",
+                                             **_node_attrs(node)))
+    rank = 2 if node.op_type == "Gemm" else residual.ndim  # a Conv's output has its weight's rank
+    add_channel_mean(proto, f"{name}_y", name, [0, *range(2, rank)])
+
+
 def _probe_model(qmodel: QModel, targets: list[tuple[ir.Node, np.ndarray]]) -> onnx.ModelProto:
     """The float model with one extra output per layer: the per-channel mean of op(x, W - W_q).
 
-    Conv and Gemm outputs both hold their channels on axis 1. Used when a layer's input has
-    dynamic dims, so that the mean input of :func:`_mean_input_model` cannot be formed.
+    Used when a layer's input has dynamic dims, so that its mean input cannot be formed.
     """
     proto = qmodel.to_proto()
-    graph = proto.graph
-    del graph.output[:]
+    del proto.graph.output[:]
     for i, (node, residual) in enumerate(targets):
-        name = f"irq_bias_probe_{i}"
-        graph.initializer.append(numpy_helper.from_array(residual, f"{name}_w"))
-        graph.node.append(helper.make_node(node.op_type, [node.inputs[0].name or "", f"{name}_w"], [f"{name}_y"],
-                                           name=f"{name}_op", **_node_attrs(node)))
-        rank = 2 if node.op_type == "Gemm" else residual.ndim  # a Conv's output has its weight's rank
-        add_channel_mean(proto, f"{name}_y", name, [0, *range(2, rank)])
+        _add_residual_op(proto, f"irq_bias_probe_{i}", node.inputs[0].name or "", node, residual)  # type: ignore[union-attr]
     return proto
 
 
@@ -152,21 +158,16 @@ def _shifts_from_means(targets: list[tuple[ir.Node, np.ndarray]], means: dict[st
 
 
 def _run_on_means(targets: list[tuple[ir.Node, np.ndarray]], means: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Each op once on its layer's mean input, in onnxruntime (the ops the closed form does not cover)."""
     if not targets:
         return []
-    graph = helper.make_graph([], "irq_bias_shifts", [], [])
+    proto = helper.make_model(helper.make_graph([], "irq_bias_shifts", [], []),
+                              opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     for i, (node, residual) in enumerate(targets):
-        name = f"s{i}"
         x = means[node.inputs[0].name or ""]  # type: ignore[union-attr]
-        graph.initializer.extend([numpy_helper.from_array(x[None].astype(np.float32), f"{name}_x"),
-                                  numpy_helper.from_array(residual, f"{name}_w")])
-        graph.node.append(helper.make_node(node.op_type, [f"{name}_x", f"{name}_w"], [f"{name}_y"],
-                                           **_node_attrs(node)))
-        rank = 2 if node.op_type == "Gemm" else residual.ndim
-        graph.node.append(helper.make_node("ReduceMean", [f"{name}_y"], [name], keepdims=0, axes=[0, *range(2, rank)]))
-        graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    return [np.asarray(a, np.float64) for a in make_session(model.SerializeToString()).run(None, {})]
+        proto.graph.initializer.append(numpy_helper.from_array(x[None].astype(np.float32), f"s{i}_x"))
+        _add_residual_op(proto, f"s{i}", f"s{i}_x", node, residual)
+    return [np.asarray(a, np.float64) for a in make_session(proto.SerializeToString()).run(None, {})]
 
 
 @dataclass(frozen=True)

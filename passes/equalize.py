@@ -8,17 +8,17 @@ with the range sqrt(r_A r_B), so one scale per tensor (or 4-bit weights) wastes 
 grid (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias Correction",
 2019). Pairs are equalized in graph order, a few rounds so that chains settle.
 
-``by=activations`` balances what per-channel weights leave exposed instead (not the default:
-on seven corpus models it beat ``by=weights`` in one run and lost on three in another; see
-bench/RESULTS.md): the tensor between
+``by=activations`` balances what per-channel weights leave exposed instead: the tensor between
 A and B, which has one int8 scale for all its channels. From one float run over the calibration
 data, s_c = act(c)^alpha / r_B(c)^(1 - alpha) (act: the largest magnitude of channel c where B
 reads it), so the channels' ranges come closer at a bounded cost to B's weight columns; a
 depthwise B has one weight scale per channel, so its cost is nil and alpha is 1. A's per-channel
 weights absorb 1/s_c. The function is unchanged as above; one round suffices, since rescaling a
 pair does not change any other pair's tensor, and every s is computed from the weights as they
-were, so the graph's node order does not change the result. A bias shared by several layers is given each its
-own copy first (exporters share one all-zero bias).
+were, so the graph's node order does not change the result. It is not the default: on seven
+corpus models it beat ``by=weights`` in one run and lost on three in another (bench/RESULTS.md).
+A bias shared by several layers is given each its own copy first (exporters share one all-zero
+bias).
 
 Clip (ReLU6) does not commute with a per-channel scale: its bound would have to move with the
 channel, and ONNX's Clip takes one bound. Such pairs are skipped and reported. (Replacing
@@ -255,16 +255,16 @@ class Equalize(Pass):
         assert qmodel.calibration is not None
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
         # The tensor B reads; after Flatten its channels are interleaved, so read A's output there.
-        where = {id(p): (p.a.outputs[0] if p.flattened else p.b.inputs[0]) for p in found}
+        where = [p.a.outputs[0] if p.flattened else p.b.inputs[0] for p in found]
         values = {v.name or "": (0, *range(2, len(v.shape))) if v.shape is not None and len(v.shape) > 2 else (0,)
-                  for v in where.values() if v is not None}
+                  for v in where if v is not None}
         maxima = channel_absmax(qmodel.to_proto(), list(values.items()), data)
         # Every scale from the weights as they were, so the result does not depend on the order
         # the pairs are visited in (B of one pair is often A of the next); then each is applied
         # to fresh arrays, since an earlier pair may have rescaled this pair's layers.
         scales = []
-        for pair in found:
-            act = maxima[where[id(pair)].name or ""].reshape(-1).astype(np.float64)  # type: ignore[union-attr]
+        for pair, value in zip(found, where, strict=True):
+            act = maxima[value.name or ""].reshape(-1).astype(np.float64)  # type: ignore[union-attr]
             scales.append(_activation_scales(pair, act, self.alpha) if act.shape[0] == pair.a_weight.shape[0]
                           else None)
         moved = 0.0

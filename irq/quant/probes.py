@@ -60,11 +60,25 @@ def mean_outputs(model: onnx.ModelProto | bytes, data: DataSet, batch_size: int 
         for s, m in zip(sums, means, strict=True):  # in place: the means may be whole input images
             if combine == "max":
                 np.maximum(s, m, out=s)
-            elif rows == 1:
-                np.add(s, m, out=s)
             else:
-                s += m.astype(np.float64) * rows
+                np.add(s, m if rows == 1 else m.astype(np.float64) * rows, out=s)
     return [s if combine == "max" else s / max(len(data), 1) for s in sums]
+
+
+def _channel_stat(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int, ...]]], data: DataSet,
+                  batch_size: int, elementwise: str, reduce: str, combine: str) -> dict[str, np.ndarray]:
+    """Per channel, ``reduce`` of ``elementwise``(tensor) over ``axes``, combined over ``data``'s batches."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.output[:]
+    wanted = dict(values)
+    for i, (source, axes) in enumerate(wanted.items()):
+        name = f"irq_{elementwise.lower()}_probe_{i}"
+        inputs = [source, source] if elementwise == "Mul" else [source]
+        probe.graph.node.append(helper.make_node(elementwise, inputs, [f"{name}_x"]))
+        add_channel_mean(probe, f"{name}_x", name, axes, op=reduce)
+    stats = mean_outputs(probe, data, batch_size, combine=combine)
+    return {source: m.astype(np.float32) for source, m in zip(wanted, stats, strict=True)}
 
 
 def channel_energy(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int, ...]]], data: DataSet,
@@ -73,31 +87,13 @@ def channel_energy(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int
 
     ``values`` pairs a tensor's name with the axes to average over (all but its channel axis).
     """
-    probe = onnx.ModelProto()
-    probe.CopyFrom(proto)
-    del probe.graph.output[:]
-    wanted = dict(values)
-    for i, (source, axes) in enumerate(wanted.items()):
-        name = f"irq_energy_probe_{i}"
-        probe.graph.node.append(helper.make_node("Mul", [source, source], [f"{name}_sq"]))
-        add_channel_mean(probe, f"{name}_sq", name, axes)
-    means = mean_outputs(probe, data, batch_size)
-    return {source: m.astype(np.float32) for source, m in zip(wanted, means, strict=True)}
+    return _channel_stat(proto, values, data, batch_size, "Mul", "ReduceMean", "mean")
 
 
 def channel_absmax(proto: onnx.ModelProto, values: Sequence[tuple[str, tuple[int, ...]]], data: DataSet,
                    batch_size: int = PROBE_BATCH) -> dict[str, np.ndarray]:
     """Per channel, the largest magnitude of each named tensor over ``data`` (axes as in channel_energy)."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(proto)
-    del probe.graph.output[:]
-    wanted = dict(values)
-    for i, (source, axes) in enumerate(wanted.items()):
-        name = f"irq_absmax_probe_{i}"
-        probe.graph.node.append(helper.make_node("Abs", [source], [f"{name}_abs"]))
-        add_channel_mean(probe, f"{name}_abs", name, axes, op="ReduceMax")
-    maxes = mean_outputs(probe, data, batch_size, combine="max")
-    return {source: m.astype(np.float32) for source, m in zip(wanted, maxes, strict=True)}
+    return _channel_stat(proto, values, data, batch_size, "Abs", "ReduceMax", "max")
 
 
 #: Values of one tensor a calibration batch of 16 samples hands back for its histogram.
