@@ -17,6 +17,7 @@ verification compares an artifact with the model the user gave, not with its con
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,61 @@ def _convert(path: Path, data: bytes) -> onnx.ModelProto:
             if fix is None:
                 raise ModelImportError(f"{path}: TFLite op {name} (node {node.name!r}) has no ONNX conversion")
             fix(proto, node, _custom_options(data, node.output[0]))
+    _stable_constants(proto)
     _safe_names(proto)
     onnx.checker.check_model(proto)
     return proto
+
+
+_GENERATED = re.compile(r"^(.*)__\d+$")
+
+
+def _stable_constants(proto: onnx.ModelProto) -> None:
+    """Number tf2onnx's folded constants by first use and store initializers in that order.
+
+    tf2onnx numbers the constants it creates (``const_fold_opt__487``) from a counter whose order
+    follows set iteration, which changes with the interpreter's hash seed: the same .tflite gave a
+    differently named and ordered ONNX model in every process. The node order does not change, so
+    first use is a stable key.
+    """
+    g = proto.graph
+    first_use: dict[str, tuple[int, int]] = {}
+    for i, node in enumerate(g.node):
+        for slot, name in enumerate(node.input):
+            first_use.setdefault(name, (i, slot))
+    unused = (len(g.node), 0)
+    inits = sorted(g.initializer, key=lambda t: (first_use.get(t.name, unused), t.name))
+    taken = {t.name for t in inits if not _GENERATED.match(t.name)} | {v.name for v in (*g.input, *g.output)}
+    taken |= {o for node in g.node for o in node.output}
+    renamed: dict[str, str] = {}
+    counter = 0
+    for t in inits:
+        match = _GENERATED.match(t.name)
+        if not match or t.name in taken:
+            continue
+        while f"{match.group(1)}__{counter}" in taken:
+            counter += 1
+        renamed[t.name] = f"{match.group(1)}__{counter}"
+        taken.add(renamed[t.name])
+        counter += 1
+    copies = [onnx.TensorProto() for _ in inits]
+    for copy, t in zip(copies, inits, strict=True):
+        copy.CopyFrom(t)
+        copy.name = renamed.get(t.name, t.name)
+    del g.initializer[:]
+    g.initializer.extend(copies)
+    for node in _all_nodes(g):
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of the subgraphs of its If/Loop nodes (they read outer values)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                yield from _all_nodes(sub)
 
 
 def _safe_names(proto: onnx.ModelProto) -> None:

@@ -84,3 +84,17 @@ def test_an_onnx_file_named_tflite_is_refused_in_one_line(tmp_path, capsys, fash
     assert main(["compile", str(fake), "-t", "tflite-int8", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fake.tflite" in err[0] and "DecodeError" not in err[0]
+
+
+def test_import_is_byte_identical_across_processes(float_tflite):
+    """tf2onnx numbers its folded constants in set order, which follows the hash seed: irq renumbers them."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import hashlib, sys\nfrom irq.frontends import import_model\n"
+              "print(hashlib.sha256(import_model(sys.argv[1]).to_bytes()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", script, str(float_tflite)], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()[-1]
+               for seed in ("1", "2", "3")}
+    assert len(digests) == 1
