@@ -20,6 +20,7 @@ from irq.ir.edit import Namer, add_initializer, add_to_bias, ensure_opset, new_n
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import activation_spec, quantize_bias
+from irq.quant.recurrent import RECURRENT_OPS, int8_recurrent_weights
 from irq.quant.spec import Precision, QType, QuantSpec, TensorRange
 from irq.quant.weight_range import layer_weight, range_decision, weight_axis, weight_qtype
 
@@ -85,12 +86,13 @@ class _Rewriter:
         quantized = {label for label, d in qmodel.plan.items()
                      if d.precision in (Precision.INT8, Precision.INT16)} if self.activations else set()
         weight_only = {label for label, d in qmodel.plan.items() if d.precision == Precision.INT8_WEIGHT}
+        recurrent = {label for label, d in qmodel.plan.items() if d.precision == Precision.DYNAMIC_INT8}
         nodes = list(graph)
         if quantized and self.fuse_activations:
             self._fold_activations(nodes, quantized)
             nodes = list(graph)
         self._propagate_ranges(nodes, quantized)
-        changed = False
+        changed, recurrent_done = False, 0
         for node in nodes:
             label = node_label(node)
             if label in quantized:
@@ -101,12 +103,16 @@ class _Rewriter:
                         changed = True
             if label in quantized or label in weight_only:
                 changed |= self._quantize_weights(node, label)
+            elif label in recurrent and node.op_type in RECURRENT_OPS and int8_recurrent_weights(graph, self._namer,
+                                                                                               node):
+                changed, recurrent_done = True, recurrent_done + 1
         if any(qtype.bits == 16 for _, qtype in self._pairs):
             ensure_opset(qmodel.model, _MS, 1)  # 16-bit Q/DQ before opset 21 are onnxruntime's contrib ops
         if changed:
             RemoveUnusedNodesPass()(qmodel.model)  # the float weights that were replaced
         qmodel.analysis.record("insert-qdq", activation_pairs=len(self._pairs), quantized_nodes=len(quantized),
-                               weight_only_nodes=len(weight_only), weights=range_decision(qmodel.scheme),
+                               weight_only_nodes=len(weight_only), int8_weight_recurrent_nodes=recurrent_done,
+                               weights=range_decision(qmodel.scheme),
                                int4_weights=[v.name for v in self._int4 if v.name])
         return PassResult(qmodel, changed)
 

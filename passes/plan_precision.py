@@ -58,6 +58,11 @@ def eligible(node: ir.Node, precision: Precision) -> bool:
     return True
 
 
+def _recurrent_with_weights(node: ir.Node) -> bool:
+    """An LSTM/GRU whose W is a constant: its weights can be stored int8 even in a static plan."""
+    return node.domain in ("", "ai.onnx") and node.op_type in ("LSTM", "GRU") and has_constant_weight(node)
+
+
 def float_precision(default: Precision) -> Precision:
     """What 'skip' means for a target: fp16 for fp16-compute targets, else fp32."""
     return Precision.FP16 if default == Precision.FP16 else Precision.FP32
@@ -85,6 +90,9 @@ class PlanPrecision(Pass):
                 plan[label] = pinned
                 continue
             decision = LayerDecision(default, granularity=by_default) if eligible(node, default) else None
+            if decision is None and default in (Precision.INT8, Precision.INT16) and _recurrent_with_weights(node):
+                decision = LayerDecision(Precision.DYNAMIC_INT8, "no static int8 recurrent kernel: int8 weights, "
+                                         "float math", by_default)
             for rule in rules:
                 if not rule.matches(label, node.op_type):
                     continue

@@ -20,6 +20,7 @@ from irq.ir.edit import Namer, add_initializer, new_node, replace_value
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import quantize_weight
+from irq.quant.recurrent import RECURRENT_OPS, int8_recurrent_weights
 from irq.quant.spec import Precision, QType
 from irq.quant.weight_range import range_decision, weight_qtype
 
@@ -47,7 +48,7 @@ class QuantizeDynamic(Pass):
             qtype = weight_qtype(node, qmodel.scheme)
             if node.op_type in ("MatMul", "Gemm") and _rewrite_matmul(graph, namer, node, per_channel, qtype):
                 counts["matmul"] += 1
-            elif node.op_type in ("LSTM", "GRU") and _rewrite_recurrent(graph, namer, node):
+            elif node.op_type in RECURRENT_OPS and int8_recurrent_weights(graph, namer, node):
                 counts["recurrent"] += 1
             elif node.op_type == "Gather" and _rewrite_gather(graph, namer, node):
                 counts["gather"] += 1
@@ -100,31 +101,6 @@ def _rewrite_matmul(graph: ir.Graph, namer: Namer, node: ir.Node, per_channel: b
     replace_value(node.outputs[0], final)
     graph.remove(node, safe=True)
     return True
-
-
-def _dequantized_const(graph: ir.Graph, namer: Namer, w: np.ndarray, axis: int, base: str) -> ir.Value:
-    w_q, scales = quantize_weight(w, axis)
-    q_v = add_initializer(graph, namer, w_q, f"{base}_int8")
-    s_v = add_initializer(graph, namer, scales, f"{base}_scale")
-    z_v = add_initializer(graph, namer, np.zeros(scales.shape, np.int8), f"{base}_zero_point")
-    dq = new_node(namer, "DequantizeLinear", [q_v, s_v, z_v], f"{base}_dequantized", attributes={"axis": axis})
-    dq.outputs[0].dtype, dq.outputs[0].shape = ir.DataType.FLOAT, ir.Shape(w.shape)
-    graph.insert_before(next(iter(graph)), dq)
-    return dq.outputs[0]
-
-
-def _rewrite_recurrent(graph: ir.Graph, namer: Namer, node: ir.Node) -> bool:
-    changed = False
-    for idx in (1, 2):  # W [dirs, gates*H, I] and R [dirs, gates*H, H]: one scale per gate row
-        w = constant_array(node.inputs[idx])
-        if w is not None and w.dtype == np.float32 and w.ndim == 3 and w.shape[0] == 1:
-            dq = _dequantized_const(graph, namer, w[0], 0, f"{node_label(node)}_w{idx}")
-            unsq = new_node(namer, "Unsqueeze", [dq, add_initializer(graph, namer, np.array([0]), "axes0")],
-                            f"{node_label(node)}_w{idx}_3d")
-            graph.insert_before(node, unsq)
-            node.replace_input_with(idx, unsq.outputs[0])
-            changed = True
-    return changed
 
 
 def _rewrite_gather(graph: ir.Graph, namer: Namer, node: ir.Node) -> bool:

@@ -54,6 +54,26 @@ def _name_unused_outputs(graph: ir.Graph) -> None:
                 taken.add(out.name)
 
 
+def _outputs_read_inside(graph: ir.Graph) -> None:
+    """Give a graph output that other nodes also read an Identity of its own.
+
+    With float32 I/O the converter casts each output back to float32 and hands it the output's
+    name, but nodes that read the output inside the graph keep that name and so get the float32
+    copy where they expect float16 (an LSTM fed from a Unsqueeze of a returned tensor: "Type
+    parameter (T) of Optype (LSTM) bound to different types").
+    """
+    namer = Namer(graph)
+    for i, value in enumerate(list(graph.outputs)):
+        if not list(value.uses()) or value.producer() is None:
+            continue
+        name = value.name
+        value.name = namer.fresh(f"{name}_inner")
+        identity = ir.Node("", "Identity", [value], outputs=[ir.Value(name=name, type=value.type,
+                                                                       shape=value.shape)])
+        graph.append(identity)
+        graph.outputs[i] = identity.outputs[0]
+
+
 def _cast_integers_to_fp16(proto: onnx.ModelProto) -> None:
     """Casts from integers/bools to float32 feed float16 math after conversion; make them fp16.
 
@@ -97,6 +117,8 @@ class ToFP16(Pass):
         keep = [name for name, d in qmodel.plan.items() if d.precision == Precision.FP32]
         _unshare_small_initializers(qmodel.graph)
         _name_unused_outputs(qmodel.graph)
+        if self.keep_io:
+            _outputs_read_inside(qmodel.graph)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # it warns for every clamped tiny weight
             proto = convert_float_to_float16(qmodel.to_proto(), keep_io_types=self.keep_io,

@@ -73,7 +73,7 @@ def test_cli_compile_with_ir_dumps(tmp_path, fashion_model, fashion_calib, capsy
     assert code == 0
     assert "onnx-int8-arm" in capsys.readouterr().out
     dumps = sorted(p.name for p in (tmp_path / "ir").iterdir())
-    assert dumps[0] == "001_shape-inference.onnx" and dumps[-1].endswith("_insert-qdq.onnx")
+    assert dumps[0] == "001_dequantize.onnx" and dumps[-1].endswith("_insert-qdq.onnx")
 
 
 def test_cli_audit_json(fashion_model, capsys):

@@ -100,6 +100,14 @@ g (float[N,3,W] x) => (float[N,3,W] y)
 {
   y = Relu (x)
 }"""),
+    # A QDQ export's weight: its DequantizeLinear (per output column) folds into a float initializer.
+    "dequantize": ("dequantize", """
+g (float[1,2] x) => (float[1,3] y)
+<int8[2,3] wq = {1,-2,3,4,5,-6}, float[3] ws = {0.5,0.25,2}, int8[3] wz = {0,1,0}>
+{
+  w = DequantizeLinear <axis = 1> (wq, ws, wz)
+  y = MatMul (x, w)
+}"""),
     # Float weights and activations to fp16 inside, float32 at the model's edges.
     "to-fp16": ("to-fp16", """
 g (float[1,4] x) => (float[1,2] y)

@@ -16,13 +16,15 @@ from irq.quant.spec import Precision, QType, Scheme
 if TYPE_CHECKING:
     from irq.backends.base import Backend
 
-CLEANUP = "shape-inference,fold-constants,cleanup,fold-bn"
+CLEANUP = "dequantize,shape-inference,fold-constants,cleanup,fold-bn"
 #: onnxruntime runs a Pad before a Conv as its own op (and, quantized, with its own Q/DQ pair).
 ONNX_CLEANUP = f"{CLEANUP},fold-pad"
 QUANTIZE = "analyze,calibrate{input-means=64},plan-precision,bias-correct,insert-qdq"
 STATIC = f"{ONNX_CLEANUP},{QUANTIZE}"
 #: Mobile converters lower recurrent layers badly (or not at all): unroll them into plain ops.
-MOBILE = f"{CLEANUP},decompose-rnn"
+#: Shapes again after folding: the converters map outputs by shape, and an exporter's declared
+#: output shape is only checked once the shape arithmetic before it is folded.
+MOBILE = f"{CLEANUP},shape-inference,decompose-rnn"
 #: onnx2tf guesses layouts; DepthToSpace between NHWC-origin Transposes defeats the guess.
 TFLITE = f"{MOBILE},decompose-depth-to-space"
 

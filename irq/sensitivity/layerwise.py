@@ -45,6 +45,8 @@ def pairs(base: QModel, quantized: QModel, units: list[Unit]) -> list[tuple[str,
     qvalues = _values(quantized.graph)
     found = []
     for u in units:
+        if not u.output:
+            continue
         for label in reversed(u.members):  # a folded activation's output is gone; its input remains
             names = [n for n in outputs.get(label, [])[:1] if n in qvalues]
             if names:

@@ -56,7 +56,8 @@ def find_units(qmodel: QModel) -> list[Unit]:
         if label in absorbed or not _quantized(qmodel, label) or not node.outputs:
             continue
         members = [label]
-        out = node.outputs[0]
+        # an LSTM may omit its first output (Y) and return only its states
+        out = next((o for o in node.outputs if o.name), node.outputs[0])
         if node.op_type in COMPUTE_OPS:
             uses = list(out.uses())
             if len(uses) == 1 and not out.is_graph_output():
