@@ -140,9 +140,15 @@ def vad_agreement(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarr
 
 
 def landmark_agreement(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
-    """1 - mean |artifact - float| / spread of float's landmarks (the largest output's x/y/z values)."""
-    r = max(ref, key=lambda a: a[0].size)
-    o = out[ref.index(r)] if len(out) == len(ref) else max(out, key=lambda a: a[0].size)
+    """1 - mean |artifact - float| / spread of float's landmarks.
+
+    The landmarks are the largest output that is a flat vector of coordinates per sample (a pose
+    model also returns a segmentation mask and heatmaps, larger but not landmarks).
+    """
+    flat = [k for k, a in enumerate(ref) if sum(d > 1 for d in a.shape[1:]) <= 1] or list(range(len(ref)))
+    k = max(flat, key=lambda i: ref[i][0].size)
+    r = ref[k]
+    o = out[k] if len(out) == len(ref) else max(out, key=lambda a: a[0].size)
     r64, o64 = r.reshape(len(r), -1).astype(np.float64), o.reshape(len(o), -1).astype(np.float64)
     spread = np.maximum(r64.std(axis=1), 1e-6)
     return float(1.0 - np.mean(np.abs(r64 - o64).mean(axis=1) / spread))
