@@ -98,3 +98,31 @@ def test_import_is_byte_identical_across_processes(float_tflite):
                               check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()[-1]
                for seed in ("1", "2", "3")}
     assert len(digests) == 1
+
+
+def test_budget_artifact_keeps_its_io_sidecar(tmp_path, float_tflite, nhwc_data):
+    """The search's chosen .tflite came without model.tflite.json, so verification guessed NCHW for an NHWC
+    input and LiteRT failed on MediaPipe's face detector ("XNNPack delegate failed to reshape")."""
+    import contextlib
+
+    from irq.backends.tflite import TFLiteBackend
+    from irq.errors import BudgetError
+    from irq.frontends import import_model
+    from irq.sensitivity.metrics import Criterion
+    from irq.sensitivity.mixed import SearchOptions
+
+    out = tmp_path / "budget"
+    with contextlib.suppress(BudgetError):  # an unreachable bar: the search still saves its best artifact
+        irq.compile(float_tflite, "tflite-int8", out, calib=nhwc_data, eval=nhwc_data, measure_latency=False,
+                    criterion=Criterion("sqnr", 80.0), search=SearchOptions(max_evals=3, full_curve=False))
+    report = json.loads((out / "report.json").read_text())
+    assert report["mixed_precision"]["evaluations"] >= 2
+    assert (out / "model.tflite.json").exists()
+    data = np.load(nhwc_data)["image"][:4]
+    backend, reference = TFLiteBackend(), import_model(float_tflite)
+    feeds = {reference.graph.inputs[0].name: data}
+    with_sidecar = backend.runner(out / "model.tflite", reference).run(feeds)
+    (out / "model.tflite.json").unlink()
+    guessed = backend.runner(out / "model.tflite", reference).run(feeds)
+    for a, b in zip(with_sidecar, guessed, strict=True):
+        np.testing.assert_array_equal(a, b)

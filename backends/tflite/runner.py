@@ -54,17 +54,24 @@ def read_sidecar(model_path: Path) -> tuple[list[IOSpec], list[IOSpec]] | None:
         raise VerificationError(f"{path}: unreadable sidecar ({e})") from e
 
 
-def specs_from_reference(reference: QModel, output_shapes: dict[str, list[int]]) -> tuple[list[IOSpec], list[IOSpec]]:
-    """I/O specs rebuilt from the ONNX graph and the .tflite's output shapes (no sidecar).
+def specs_from_reference(reference: QModel, output_shapes: dict[str, list[int]],
+                         input_shapes: dict[str, list[int]] | None = None) -> tuple[list[IOSpec], list[IOSpec]]:
+    """I/O specs rebuilt from the ONNX graph and the .tflite's shapes (no sidecar).
 
-    Inputs of rank 3 to 5 are taken as channels-last (onnx2tf's default); an output is
-    transposed back when its TFLite shape is the channels-last form of the ONNX shape.
+    Inputs of rank 3 to 5 are taken as channels-last (onnx2tf's default) unless the .tflite's
+    input has the ONNX shape as it is (a model imported from TFLite is NHWC already); an output
+    is transposed back when its TFLite shape is the channels-last form of the ONNX shape.
     """
     graph = reference.graph
     inputs = []
     for i, v in enumerate(graph.inputs):
         rank = len(v.shape) if v.shape is not None else 0
         in_perm = (0, *range(2, rank), 1) if 3 <= rank <= 5 else tuple(range(rank))
+        onnx_shape = [d if isinstance(d, int) else None for d in (v.shape or [])]
+        got = list((input_shapes or {}).get(f"input_{i}", []))
+        if (len(got) == rank and all(a is None or a == b for a, b in zip(onnx_shape, got, strict=True))
+                and any(onnx_shape[p] is not None and onnx_shape[p] != got[k] for k, p in enumerate(in_perm))):
+            in_perm = tuple(range(rank))
         inputs.append(IOSpec(v.name or "", f"input_{i}", in_perm, "float32"))
     outputs = []
     for i, v in enumerate(graph.outputs):
@@ -117,7 +124,7 @@ class TFLiteRunner(Runner):
                 raise VerificationError(f"{path}: no {sidecar_path(path).name} sidecar and no reference "
                                         "model to name the inputs and outputs")
             shapes = {k: list(d["shape"]) for k, d in self._out_details.items()}
-            specs = specs_from_reference(reference, shapes)
+            specs = specs_from_reference(reference, shapes, {k: list(d["shape"]) for k, d in self._in_details.items()})
         self.inputs, self.outputs = specs
         unknown = [s.tflite_name for s in (*self.inputs, *self.outputs)
                    if s.tflite_name not in self._in_details and s.tflite_name not in self._out_details]
@@ -144,7 +151,19 @@ class TFLiteRunner(Runner):
                 self._shapes[name] = x.shape
                 changed = True
         if changed:
-            interp.allocate_tensors()
+            try:
+                interp.allocate_tensors()
+            except RuntimeError as e:
+                # XNNPACK cannot re-plan some graphs for another batch (a float island's Reshape
+                # with a fixed shape) and leaves the interpreter unusable: load it again, at the
+                # shapes the model was built with.
+                from ai_edge_litert.interpreter import Interpreter
+
+                with captured_output():
+                    self._interpreter = Interpreter(model_path=str(self.path), num_threads=THREADS)
+                    self._interpreter.allocate_tensors()
+                self._shapes = {k: tuple(int(v) for v in d["shape"]) for k, d in self._in_details.items()}
+                raise _CannotResize(str(e)) from e
         for name, x in feeds.items():
             # A view of the input tensor's own memory, dropped before invoke (LiteRT refuses to run
             # while Python holds one); assigning into it casts and lays out in one pass.
@@ -172,7 +191,13 @@ class TFLiteRunner(Runner):
         n = len(first) if first.ndim else 1
         step = self._fixed_batch or max(n, 1)
         if n <= step:
-            return self._run_chunk(own)
+            try:
+                return self._run_chunk(own)
+            except _CannotResize:
+                built = {int(d["shape"][0]) for d in self._in_details.values() if len(d["shape"])}
+                self._fixed_batch = step = min(built) if built and min(built) > 0 else 1
+                if n <= step:
+                    return self._run_chunk(own)
         if n % step:
             raise VerificationError(f"{self.path}: batch {n} is not a multiple of the fixed batch {step}")
         chunks = [self._run_chunk({k: v[i:i + step] for k, v in own.items()}) for i in range(0, n, step)]
@@ -186,6 +211,8 @@ class TFLiteRunner(Runner):
             kwargs[spec.tflite_name] = np.transpose(x, spec.perm) if spec.perm else x
         try:
             result = self._invoke(kwargs)
+        except _CannotResize:
+            raise
         except (ValueError, RuntimeError) as e:
             raise VerificationError(f"{self.path}: LiteRT failed to run ({e})") from e
         outs = []
@@ -194,6 +221,10 @@ class TFLiteRunner(Runner):
             outs.append(np.ascontiguousarray(np.transpose(y, spec.perm)) if spec.perm and y.ndim == len(spec.perm)
                         else y)
         return outs
+
+
+class _CannotResize(RuntimeError):
+    """The interpreter refused a batch other than the one the model was built with."""
 
 
 def _to_tensor(x: np.ndarray, detail: dict) -> np.ndarray:

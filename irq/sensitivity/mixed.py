@@ -257,7 +257,11 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
 
 
 def copy_artifact(artifact: Artifact, out_dir: Path) -> Artifact:
-    """The scratch artifact copied (file or package folder) into ``out_dir``."""
+    """The scratch artifact copied (file or package folder) into ``out_dir``, with its side files.
+
+    A side file is named after the artifact (``model.tflite.json``, the TFLite I/O layouts):
+    without it a runner has to guess each input's layout.
+    """
     dest = out_dir / artifact.path.name
     if dest.is_dir():
         shutil.rmtree(dest)
@@ -265,4 +269,7 @@ def copy_artifact(artifact: Artifact, out_dir: Path) -> Artifact:
         shutil.copytree(artifact.path, dest)
     else:
         shutil.copy2(artifact.path, dest)
+    for side in artifact.path.parent.glob(f"{artifact.path.name}.*"):
+        if side.is_file():
+            shutil.copy2(side, out_dir / side.name)
     return Artifact(dest, artifact.target, artifact.runtime, dict(artifact.info))
