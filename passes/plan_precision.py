@@ -35,7 +35,7 @@ def _moves_floats(node: ir.Node) -> bool:
     return any(v.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, None) for v in values) if values else False
 
 
-def eligible(node: ir.Node, precision: Precision) -> bool:
+def eligible(node: ir.Node, precision: Precision, extra_int8: frozenset[str] = frozenset()) -> bool:
     """Whether ``precision`` is meaningful for ``node`` (else the node stays float).
 
     Only nodes that compute on float values: integer shape arithmetic (Shape -> Gather ->
@@ -44,7 +44,7 @@ def eligible(node: ir.Node, precision: Precision) -> bool:
     if node.domain not in ("", "ai.onnx") or not _moves_floats(node):
         return False
     if precision in (Precision.INT8, Precision.INT16):
-        return node.op_type in STATIC_INT8_OPS
+        return node.op_type in STATIC_INT8_OPS or node.op_type in extra_int8
     if precision in (Precision.INT8_WEIGHT, Precision.DYNAMIC_INT8) and node.op_type == "Gather":
         table = constant_array(node.inputs[0])
         return (table is not None and table.ndim == 2 and table.size >= MIN_TABLE_ELEMENTS
@@ -76,12 +76,16 @@ class PlanPrecision(Pass):
     rewrites_graph = False
     #: Keep Concats whose calibrated input ranges differ > 32x (and what only moves their values) float.
     range_hazards: bool = True
+    #: Ops beyond STATIC_INT8_OPS that the target's converter quantizes anyway (TFLite's PReLU,
+    #: Tanh, Softmax...): planned, they become layers the budget search can keep float.
+    also_int8: tuple[str, ...] = ()
 
     def run(self, qmodel: QModel) -> PassResult:
         """Decide each eligible node's precision; pinned decisions are kept."""
         default = qmodel.default_precision
         rules = qmodel.recipe.layers if qmodel.recipe is not None else ()
         by_default = Granularity.PER_CHANNEL if qmodel.scheme.per_channel else Granularity.PER_TENSOR
+        extra = frozenset(self.also_int8)
         plan: dict[str, LayerDecision] = {}
         for node in qmodel.graph:
             label = node_label(node)
@@ -89,7 +93,7 @@ class PlanPrecision(Pass):
             if pinned is not None and pinned.source is not DecisionSource.DEFAULT:
                 plan[label] = pinned
                 continue
-            decision = LayerDecision(default, granularity=by_default) if eligible(node, default) else None
+            decision = LayerDecision(default, granularity=by_default) if eligible(node, default, extra) else None
             if decision is None and default in (Precision.INT8, Precision.INT16) and _recurrent_with_weights(node):
                 decision = LayerDecision(Precision.DYNAMIC_INT8, "no static int8 recurrent kernel: int8 weights, "
                                          "float math", by_default)
@@ -102,7 +106,7 @@ class PlanPrecision(Pass):
                                  else Precision(rule.precision))
                 granularity = (Granularity(rule.granularity) if rule.granularity
                                else decision.granularity if decision else by_default)
-                if precision.is_float or eligible(node, precision):
+                if precision.is_float or eligible(node, precision, extra):
                     decision = LayerDecision(precision, f"recipe {rule.name or rule.op_type}", granularity,
                                              source=DecisionSource.RECIPE)
             if decision is not None:

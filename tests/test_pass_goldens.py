@@ -84,6 +84,13 @@ g (float[1,8,2,3] x) => (float[1,2,4,6] y)
 {
   y = DepthToSpace <blocksize = 2, mode = "DCR"> (x)
 }"""),
+    # LayerNormalization as its arithmetic (onnx2tf misplaces its scale on a transformer's activations).
+    "decompose-layer-norm": ("decompose-layer-norm", """
+g (float[1,3,4] x) => (float[1,3,4] y)
+<float[4] s = {1,2,3,4}, float[4] b = {0,1,0,1}>
+{
+  y = LayerNormalization <axis = -1, epsilon = 0.001> (x, s, b)
+}"""),
     # A scalar input frozen to a constant: the If on it is inlined, the input is gone.
     "freeze-inputs": ('freeze-inputs{values=[flag:1]}', """
 g (float[1,4] x, int64 flag) => (float[1,4] y)

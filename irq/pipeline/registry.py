@@ -26,6 +26,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "shape-inference": "irq.passes.shape_inference:ShapeInference",
     "decompose-rnn": "irq.passes.decompose_rnn:DecomposeRNN",
     "decompose-depth-to-space": "irq.passes.decompose_depth_to_space:DecomposeDepthToSpace",
+    "decompose-layer-norm": "irq.passes.decompose_layer_norm:DecomposeLayerNorm",
     "dequantize": "irq.passes.dequantize:Dequantize",
     "fold-constants": "irq.passes.fold_constants:FoldConstants",
     "cleanup": "irq.passes.cleanup:Cleanup",

@@ -25,8 +25,11 @@ STATIC = f"{ONNX_CLEANUP},{QUANTIZE}"
 #: Shapes again after folding: the converters map outputs by shape, and an exporter's declared
 #: output shape is only checked once the shape arithmetic before it is folded.
 MOBILE = f"{CLEANUP},shape-inference,decompose-rnn"
-#: onnx2tf guesses layouts; DepthToSpace between NHWC-origin Transposes defeats the guess.
-TFLITE = f"{MOBILE},decompose-depth-to-space"
+#: ONNX ops (beyond what onnxruntime's QDQ quantizes) that the TFLite converter runs in int8.
+TFLITE_INT8_OPS = "PRelu,Tanh,Softmax,ReduceMean,Sub,Max,Min,DepthToSpace,SpaceToDepth,Gather,Mean"
+#: onnx2tf guesses layouts; DepthToSpace between NHWC-origin Transposes defeats the guess, and
+#: its LayerNormalization places the scale on the guessed axis.
+TFLITE = f"{MOBILE},decompose-depth-to-space,decompose-layer-norm"
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("onnx-int4", "onnx", f"{ONNX_CLEANUP},analyze,plan-precision,int4-weights",
            Scheme(weight=QType.INT4), default_precision=Precision.INT4_WEIGHT,
            description="block-wise int4 MatMul weights (MatMulNBits), float activations"),
-    Target("tflite-int8", "tflite", f"{TFLITE},analyze,calibrate{{input-means=64}},plan-precision,bias-correct", _S8,
+    Target("tflite-int8", "tflite", f"{TFLITE},analyze,calibrate{{input-means=64}},"
+           f"plan-precision{{also-int8=[{TFLITE_INT8_OPS}]}},bias-correct", _S8,
            needs_calibration=True, options={"mode": "int8"},
            description="TFLite full-integer int8 (int8 I/O unless --io float)"),
     Target("tflite-fp16", "tflite", TFLITE, default_precision=Precision.FP16,

@@ -179,17 +179,27 @@ class _Search:
             self.measure(order[:k])
 
 
-def _tiers(target: Target, choice: str, high: Precision) -> list[Precision]:
-    """The precisions a kept layer tries, cheapest first.
+def _tiers(target: Target, choice: str, high: Precision) -> list[tuple[Precision, Target]]:
+    """The precisions a kept layer tries, cheapest first, each with the target it lowers for.
 
     On a static ONNX target under ``--keep auto``, int16 activations (int8 weights: the artifact
-    stays small, and NPUs without float run it) come before float.
+    stays small, and NPUs without float run it) come before float. On TFLite full-int8 with int8
+    I/O, a last tier gives the model float inputs and outputs: a detector's raw head (boxes in
+    pixels beside scores) loses its answer in an int8 output tensor whatever layers stay float.
     """
     static = target.default_precision == Precision.INT8 and "insert-qdq" in target.pipeline \
         and "activations=false" not in target.pipeline
     if choice == "auto" and target.backend == "onnx" and high == Precision.FP32 and static:
-        return [Precision.INT16, Precision.FP32]
-    return [high]
+        return [(Precision.INT16, target), (Precision.FP32, target)]
+    if target.backend == "tflite" and target.options.get("mode") == "int8" and target.options.get("io", "int8") \
+            == "int8":
+        return [(high, target), (high, dataclasses.replace(target, options={**target.options, "io": "float"}))]
+    return [(high, target)]
+
+
+def _io(target: Target) -> dict[str, str]:
+    """The tier's TFLite I/O type, for the report (nothing on other backends)."""
+    return {"io": str(target.options.get("io", "int8"))} if target.options.get("mode") == "int8" else {}
 
 
 def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet | None, data: DataSet,
@@ -217,9 +227,10 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     ref = run_dataset(OnnxRunner(float_qmodel.to_bytes()), data)
     tiers = _tiers(target, opts.sensitivity.high, sens.high)
     tried: list[dict[str, Any]] = []
-    for i, high in enumerate(tiers):
+    for i, (high, tier_target) in enumerate(tiers):
         left = opts.max_evals - sum(t["evaluations"] for t in tried)
-        search = _Search(sens.base, target, suffix, high, data, ref, criterion, scratch / high.value, left)
+        search = _Search(sens.base, tier_target, suffix, high, data, ref, criterion, scratch / f"{i}_{high.value}",
+                         left)
         last = i == len(tiers) - 1
         # a cheaper precision first proves it can meet the budget at all (every ranked layer kept)
         feasible = last or search.measure([])["met"] or search.measure(order)["met"]
@@ -227,7 +238,7 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
         if k is not None or last or not search.budget_left:
             break
         # not even every ranked layer at this precision meets the budget: try the next one
-        tried.append({"precision": high.value, "met": False, "evaluations": len(search.points),
+        tried.append({"precision": high.value, **_io(tier_target), "met": False, "evaluations": len(search.points),
                       "best_metric": max((p["metric"] for p in search.points.values()), default=None)})
     kept = search.backtrack(order[:k]) if k else []
     if opts.full_curve:
@@ -248,7 +259,7 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
                "refused_by_backend": sum("error" in p for p in points),
                "stopped_at_max_evals": not met and not search.budget_left,
                "size_cost_bytes": chosen["size_bytes"] - plain["size_bytes"],
-               "precision_tried": [*tried, {"precision": search.high.value, "met": met,
+               "precision_tried": [*tried, {"precision": search.high.value, **_io(search.target), "met": met,
                                             "evaluations": len(points)}]}
     for p in points:
         p["chosen"] = frozenset(p["layers"]) == key
