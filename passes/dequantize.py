@@ -192,6 +192,9 @@ def _activation_pair(node: ir.Node, graph: ir.Graph) -> str | None:
     return None
 
 
+_RULES = {"ConvInteger": _integer_op, "MatMulInteger": _integer_op, "DynamicQuantizeLSTM": _lstm}
+
+
 @dataclass(frozen=True)
 class Dequantize(Pass):
     """Rewrite onnxruntime's dynamic-quantization ops and Q/DQ pairs back into float ops."""
@@ -206,13 +209,13 @@ class Dequantize(Pass):
         done: list[str] = []
         kept: dict[str, str] = {}
         for node in list(graph):
-            rule = {"ConvInteger": _integer_op, "MatMulInteger": _integer_op, "DynamicQuantizeLSTM": _lstm,
-                    }.get(node.op_type) if node.domain in ("", "com.microsoft") else None
-            if node.op_type == "DequantizeLinear" and node.domain in ("", "com.microsoft"):
-                why = _constant_dequantize(node, graph, namer) if constant_array(node.inputs[0]) is not None \
-                    else _activation_pair(node, graph)
-            elif rule is not None:
-                why = rule(node, graph, namer)
+            if node.domain not in ("", "com.microsoft"):
+                continue
+            if node.op_type == "DequantizeLinear":
+                constant = constant_array(node.inputs[0]) is not None
+                why = _constant_dequantize(node, graph, namer) if constant else _activation_pair(node, graph)
+            elif node.op_type in _RULES:
+                why = _RULES[node.op_type](node, graph, namer)
             else:
                 continue
             if why is None:
