@@ -27,6 +27,8 @@ BUILTIN_PASSES: dict[str, str] = {
     "decompose-rnn": "irq.passes.decompose_rnn:DecomposeRNN",
     "decompose-depth-to-space": "irq.passes.decompose_depth_to_space:DecomposeDepthToSpace",
     "decompose-layer-norm": "irq.passes.decompose_layer_norm:DecomposeLayerNorm",
+    "widen-bool-expand": "irq.passes.widen_bool_expand:WidenBoolExpand",
+    "approximate-erf": "irq.passes.approximate_erf:ApproximateErf",
     "dequantize": "irq.passes.dequantize:Dequantize",
     "fold-constants": "irq.passes.fold_constants:FoldConstants",
     "cleanup": "irq.passes.cleanup:Cleanup",

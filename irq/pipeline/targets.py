@@ -28,8 +28,9 @@ MOBILE = f"{CLEANUP},shape-inference,decompose-rnn"
 #: ONNX ops (beyond what onnxruntime's QDQ quantizes) that the TFLite converter runs in int8.
 TFLITE_INT8_OPS = "PRelu,Tanh,Softmax,ReduceMean,Sub,Max,Min,DepthToSpace,SpaceToDepth,Gather,Mean"
 #: onnx2tf guesses layouts; DepthToSpace between NHWC-origin Transposes defeats the guess, and
-#: its LayerNormalization places the scale on the guessed axis.
-TFLITE = f"{MOBILE},decompose-depth-to-space,decompose-layer-norm"
+#: its LayerNormalization places the scale on the guessed axis; its Expand has no bool kernel,
+#: and TFLite no Erf kernel (a GELU).
+TFLITE = f"{MOBILE},decompose-depth-to-space,decompose-layer-norm,widen-bool-expand,approximate-erf"
 
 
 @dataclass(frozen=True)
