@@ -21,6 +21,7 @@ class ShapeInference(Pass):
     def run(self, qmodel: QModel) -> PassResult:
         """Run ONNX shape inference over the main graph."""
         before = _typing(qmodel)
+        sync_constant_shapes(qmodel.graph)
         declared = {i: v.shape for i, v in enumerate(qmodel.graph.outputs) if v.producer() is not None}
         for i in declared:
             qmodel.graph.outputs[i].shape = None
@@ -31,6 +32,20 @@ class ShapeInference(Pass):
             qmodel.analysis.record(self.name, corrected_output_shapes=corrected)
         # onnx-ir's pass says "modified" whenever it ran; a fixpoint needs to know if anything was learnt
         return PassResult(qmodel, _typing(qmodel) != before)
+
+
+def sync_constant_shapes(graph: ir.Graph) -> None:
+    """Give every initializer the shape and type of the tensor it holds.
+
+    A folded value becomes an initializer but keeps the shape it was declared with (MiniLM's
+    position embeddings stay ``[unk__0, unk__1, 384]`` as a ``[1, 24, 384]`` constant); inference
+    trusts the declaration, so every shape below it stays symbolic and no shape subgraph folds.
+    """
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        if tensor is not None:
+            value.shape = ir.Shape(tensor.shape)
+            value.dtype = tensor.dtype
 
 
 def _merge_declared(graph: ir.Graph, declared: dict[int, ir.Shape | None]) -> dict[str, str]:

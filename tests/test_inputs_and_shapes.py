@@ -50,6 +50,47 @@ def test_fixed_shapes_fold_the_shape_subgraph():
                                make_session(model.to_bytes()).run(None, {"x": x})[0], atol=1e-5)
 
 
+def _position_table_model() -> onnx.ModelProto:
+    """MiniLM's pattern: a constant table sliced to the sequence length, declared with symbolic dims."""
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.normal(size=(1, 16, 4)).astype(np.float32), "table")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "one"], ["length"], axis=0),
+        helper.make_node("Unsqueeze", ["length", "zero_axis"], ["end"]),
+        helper.make_node("Slice", ["table", "zero", "end", "one_axis"], ["pos"], name="slice_positions"),
+        helper.make_node("Add", ["x", "pos"], ["summed"], name="add_positions"),
+        helper.make_node("Shape", ["summed"], ["s2"]),
+        helper.make_node("Gather", ["s2", "first"], ["batch"], axis=0),
+        helper.make_node("Concat", ["batch", "minus1"], ["target"], axis=0),
+        helper.make_node("Reshape", ["summed", "target"], ["y"], name="flatten"),
+    ]
+    inits = [table, numpy_helper.from_array(np.array(1, np.int64), "one"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "one_axis"),
+             numpy_helper.from_array(np.array([0], np.int64), "first"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L", 4])
+    graph = helper.make_graph(nodes, "positions", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "NL4"])], inits,
+                              value_info=[helper.make_tensor_value_info("pos", TensorProto.FLOAT, ["a", "b", 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_folded_constant_takes_its_tensor_shape_so_later_shape_arithmetic_folds():
+    # The folded Slice keeps its declared [a, b, 4]; while it did, the Add's batch stayed
+    # symbolic, the Reshape target never folded and onnx2tf lost MiniLM's attention shapes.
+    model = from_proto(_position_table_model(), "positions")
+    fixed = PassManager(parse_pipeline("fix-input-shapes{shapes=x:1x5x4},cleanup"))(model.clone()).model
+    assert [n.op_type for n in fixed.graph] == ["Add", "Reshape"]
+    assert all(isinstance(d, int) for n in fixed.graph for v in n.outputs for d in v.shape)
+    assert list(fixed.graph.outputs[0].shape) == [1, 20]
+    x = np.random.default_rng(1).normal(size=(1, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(make_session(fixed.to_bytes()).run(None, {"x": x})[0],
+                               make_session(model.to_bytes()).run(None, {"x": x})[0], atol=1e-6)
+
+
 def test_fix_input_shapes_rejects_a_wrong_rank_or_name():
     model = from_proto(_dynamic_hw_model(), "dyn")
     with pytest.raises(Exception, match="rank 4"):
