@@ -44,7 +44,7 @@ def sync_constant_shapes(graph: ir.Graph) -> None:
     for value in graph.initializers.values():
         tensor = value.const_value
         if tensor is not None:
-            value.shape = ir.Shape(tensor.shape)
+            value.shape = ir.Shape(tensor.shape.numpy())
             value.dtype = tensor.dtype
 
 
