@@ -19,7 +19,10 @@ from irq.data import DataSet
 from irq.errors import LoweringError
 
 MODES = ("int8", "fp16", "dynamic", "fp32")
-IO_TYPES = ("int8", "float")
+IO_TYPES = ("int8", "float")  # "int8": integer I/O of the activation width
+#: TFLite's full-integer schemes: int8 activations, or 16x8 (int16 activations, int8 weights,
+#: int64 biases) for the whole model: the converter cannot mix the two per layer.
+ACTIVATION_TYPES = ("int8", "int16")
 
 
 def representative_dataset(data: DataSet, inputs: list[IOSpec], batch: int | None,
@@ -85,6 +88,19 @@ def quantize(calibrated: bytes, io: str, denylisted: list[str]) -> bytes:
         return tflite_convert.deduplicate_readonly_buffers(model)
 
     return _run(run)
+
+
+def sixteen_by_eight(converter: object, dataset: Callable[[], Iterator[dict[str, np.ndarray]]], io: str) -> bytes:
+    """The whole model in TFLite's 16x8 scheme (int16 activations, int8 weights), calibrated on ``dataset``."""
+    import tensorflow as tf
+
+    converter.representative_dataset = dataset  # type: ignore[attr-defined]
+    converter.target_spec.supported_ops = [  # type: ignore[attr-defined]
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    io_type = tf.int16 if io == "int8" else tf.float32
+    converter.inference_input_type = io_type  # type: ignore[attr-defined]
+    converter.inference_output_type = io_type  # type: ignore[attr-defined]
+    return _run(converter.convert)  # type: ignore[attr-defined]
 
 
 def _run(step: Callable[[], bytes]) -> bytes:

@@ -76,6 +76,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            f"plan-precision{{also-int8=[{TFLITE_INT8_OPS}]}},bias-correct", _S8,
            needs_calibration=True, options={"mode": "int8"},
            description="TFLite full-integer int8 (int8 I/O unless --io float)"),
+    Target("tflite-int16x8", "tflite", f"{TFLITE},analyze,calibrate{{input-means=64,method=minmax}},"
+           f"plan-precision{{also-int8=[{TFLITE_INT8_OPS}]}},bias-correct", _S8,
+           needs_calibration=True, options={"mode": "int8", "activations": "int16"},
+           description="TFLite 16x8: int16 activations, int8 weights, the whole model (int16 I/O unless "
+                       "--io float)"),
     Target("tflite-fp16", "tflite", TFLITE, default_precision=Precision.FP16,
            options={"mode": "fp16"}, description="TFLite with float16 weights"),
     Target("tflite-dynamic", "tflite", f"{TFLITE},analyze,plan-precision",

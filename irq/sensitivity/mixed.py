@@ -197,9 +197,34 @@ def _tiers(target: Target, choice: str, high: Precision) -> list[tuple[Precision
     return [(high, target)]
 
 
+#: Past this share of the plain int8 artifact's size, float layers cost more than the whole
+#: model in TFLite's 16x8 scheme would (which is the size of plain int8).
+FLOAT_COST_FOR_16X8 = 0.25
+
+
+def _sixteen_by_eight(target: Target) -> Target | None:
+    """The TFLite int8 target with int16 activations for the whole model (None off TFLite int8)."""
+    if target.backend != "tflite" or target.options.get("mode") != "int8" \
+            or target.options.get("activations", "int8") != "int8":
+        return None
+    return dataclasses.replace(target, options={**target.options, "activations": "int16"})
+
+
+def _float_layers_too_costly(search: _Search, met: bool, kept: Sequence[Unit]) -> bool:
+    """True when the int8 search missed, or met only with float layers worth FLOAT_COST_FOR_16X8 of the size."""
+    if not met:
+        return True
+    plain = search.points[frozenset()]["size_bytes"]
+    chosen = search.points[frozenset(u.name for u in kept)]["size_bytes"]
+    return bool(plain and chosen > plain * (1 + FLOAT_COST_FOR_16X8))
+
+
 def _io(target: Target) -> dict[str, str]:
-    """The tier's TFLite I/O type, for the report (nothing on other backends)."""
-    return {"io": str(target.options.get("io", "int8"))} if target.options.get("mode") == "int8" else {}
+    """The tier's TFLite I/O type (and 16x8 activations), for the report (nothing on other backends)."""
+    if target.options.get("mode") != "int8":
+        return {}
+    whole = {"activations": "whole model"} if target.options.get("activations") == "int16" else {}
+    return {"io": str(target.options.get("io", "int8")), **whole}
 
 
 def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet | None, data: DataSet,
@@ -243,6 +268,26 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     kept = search.backtrack(order[:k]) if k else []
     if opts.full_curve:
         search.curve(order, k or 0)
+    sixteen, plain_int8 = _sixteen_by_eight(target), None
+    if sixteen is not None and _float_layers_too_costly(search, k is not None, kept):
+        # TFLite cannot mix int8 and int16 activations per layer: the alternative to many float
+        # layers is the whole model in 16x8 (int8 weights: the size of plain int8).
+        tried.append({"precision": search.high.value, **_io(search.target), "met": k is not None,
+                      "evaluations": len(search.points),
+                      "best_metric": max((p["metric"] for p in search.points.values()), default=None)})
+        left = opts.max_evals - sum(t["evaluations"] for t in tried)
+        whole = _Search(sens.base, sixteen, suffix, Precision.INT16, data, ref, criterion, scratch / "16x8", left)
+        try:
+            point = whole.measure([])
+        except (LoweringError, VerificationError) as e:  # an op without a 16x8 kernel
+            point = {"met": False, "metric": None, "error": str(e).splitlines()[0]}
+        chosen_size = search.points[frozenset(u.name for u in kept)]["size_bytes"] if k is not None else None
+        if point["met"] and (chosen_size is None or point["size_bytes"] < chosen_size):
+            plain_int8, search, k, kept = search.points[frozenset()], whole, 0, []
+        else:
+            tried[-1:] = []  # the int8 tier stands; 16x8 is reported as tried below
+            tried.append({"precision": "int16", "activations": "whole model", "met": bool(point["met"]),
+                          "evaluations": 1, "best_metric": point.get("metric")})
     points = list(search.points.values())
     met = k is not None
     if met:
@@ -252,7 +297,7 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
         key = frozenset(best["layers"])
     qmodel, artifact = search.models[key]
     chosen = search.points[key]
-    plain = search.points[frozenset()]
+    plain = plain_int8 if plain_int8 is not None else search.points[frozenset()]
     figures = {"criterion": criterion.describe(), "metric": criterion.metric, "threshold": criterion.threshold,
                "ranking_metric": rank_metric, "plain": plain, "chosen": chosen,
                "evaluations": len(points) + sum(t["evaluations"] for t in tried),
