@@ -53,3 +53,28 @@ def test_16x8_is_tried_when_int8_misses_or_its_float_layers_cost_too_much():
     assert _float_layers_too_costly(Points(1000, 1000), False, [])  # int8 missed
     assert not _float_layers_too_costly(Points(1000, 1100), True, kept)
     assert _float_layers_too_costly(Points(1000, int(1000 * (1 + FLOAT_COST_FOR_16X8)) + 1), True, kept)
+
+
+def test_prelu_and_hard_swish_spelled_out_for_16x8_compute_the_same():
+    import onnx
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from irq.backends.tflite.decompose16 import decompose_for_16x8
+    from irq.ir.ort import make_session
+
+    slope = numpy_helper.from_array(np.array([0.1, -0.2, 0.3], np.float32).reshape(3, 1, 1), "slope")
+    nodes = [helper.make_node("PRelu", ["x", "slope"], ["p"], name="prelu"),
+             helper.make_node("HardSwish", ["p"], ["y"], name="hswish")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])], [slope])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = ir.serde.deserialize_model(proto)
+    assert decompose_for_16x8(model.graph) == ["prelu", "hswish"]
+    ops = {n.op_type for n in model.graph}
+    assert not ops & {"PRelu", "HardSwish", "Clip"}  # Clip would be fused back into HARD_SWISH
+    x = np.random.default_rng(0).uniform(-8, 8, size=(1, 3, 4, 4)).astype(np.float32)
+    rewritten = ir.serde.serialize_model(model)
+    onnx.checker.check_model(rewritten)
+    np.testing.assert_allclose(make_session(rewritten.SerializeToString()).run(None, {"x": x})[0],
+                               make_session(proto.SerializeToString()).run(None, {"x": x})[0], atol=1e-6)

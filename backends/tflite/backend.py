@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from irq.backends.base import Artifact, Backend, Runner
 from irq.backends.tflite import census, convert, hazards, ranges
+from irq.backends.tflite.decompose16 import decompose_for_16x8
 from irq.backends.tflite.flatmodel import FlatModel
 from irq.backends.tflite.keras_build import KerasBuild, build_keras, export_saved_model
 from irq.backends.tflite.mapping import map_tensors
@@ -75,6 +76,7 @@ class TFLiteBackend(Backend):
         if mode == "int8":
             _correct_biases(qmodel, graph)
         hazards.check_float_graph(graph, qmodel.name)
+        spelled = decompose_for_16x8(graph) if mode == "int8" and activations == "int16" else []
         renamed = _scope_safe_node_names(graph)
         # This function's view of the plan uses the private graph's (TensorFlow-safe) node names.
         qmodel = dataclasses.replace(qmodel, plan={renamed.get(k, k): d for k, d in qmodel.plan.items()})
@@ -82,6 +84,8 @@ class TFLiteBackend(Backend):
         info: dict[str, Any] = {"mode": mode, "io": io if mode == "int8" else "float"}
         if mode == "int8":
             info["activations"] = activations
+        if spelled:
+            info["decomposed_for_16x8"] = len(spelled)
         if mode == "int8" and qmodel.calibration is None:
             raise LoweringError(f"{qmodel.name}: tflite int8 needs calibration data")
         info["maxpool_padding"] = _fix_maxpools(qmodel, graph, known, structural_only=mode != "int8")
