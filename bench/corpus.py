@@ -138,7 +138,9 @@ def run_budget(model: Any, spec: str, target: str, work: Path, calib: Any, evalu
     return {"ran": True, "met": mixed["met"], "metric": mixed["chosen"]["metric"],
             "kept": len(mixed["kept_layers"]), "size_ratio": report["size_bytes"]["ratio"],
             "evaluations": mixed["evaluations"], "seconds": round(time.perf_counter() - start),
-            "criterion": mixed["criterion"]}
+            "criterion": mixed["criterion"], "precision": mixed.get("keep_precision"),
+            "tried": [{k: t.get(k) for k in ("precision", "activations", "io", "met")}
+                      for t in mixed["precision_tried"]]}
 
 
 def _child(name: str, target: str, out: Path) -> int:
@@ -190,7 +192,9 @@ def cell_text(row: dict[str, Any]) -> str:
         if not budget["ran"]:
             return f"{text}; budget search failed: {budget['reason']}"
         how = "ok" if budget["met"] else "MISS"
-        text += (f"; budget {how} {budget['metric']:.3f} with {budget['kept']} layers kept, "
+        whole = any(t.get("activations") == "whole model" and t.get("met") for t in budget.get("tried", [])[-1:])
+        kept = "the whole model in 16x8" if whole else f"{budget['kept']} layers kept"
+        text += (f"; budget {how} {budget['metric']:.3f} with {kept}, "
                  f"{100 * budget['size_ratio']:.0f}%, {budget['seconds']} s")
     return text
 

@@ -90,10 +90,10 @@ def add_budget_section(report: Report, result: SearchResult, recipe: Recipe | No
                     "onnxruntime's CPU kernels (MiniLM: 8x slower than float); for CPU speed search with --keep "
                     "fp32, int16 is for NPUs that run A16W8")
     if result.precision == Precision.INT16 and target.backend == "tflite":
-        report.warn("int16-speed: the budget was met by TFLite's 16x8 scheme for the whole model (int8 layers "
-                    "with float ones cost more size); XNNPACK has no 16x8 kernels, so on a phone CPU it runs on "
-                    "LiteRT's reference kernels (fashion-cnn: 30x slower than float on x86); it is for NPUs and "
-                    "DSPs that run A16W8")
+        report.warn("int16-speed: the budget was met by TFLite's 16x8 scheme for the whole model (int8 missed "
+                    "it, or met it only with float layers that cost more size); XNNPACK has no 16x8 kernels, "
+                    "so on a phone CPU it runs on LiteRT's reference kernels (fashion-cnn: 30x slower than float "
+                    "on x86); it is for NPUs and DSPs that run A16W8")
 
 
 def missed(result: SearchResult, model: str, target: Target, criterion: Criterion, out: Path) -> BudgetError:
