@@ -69,11 +69,13 @@ def test_report_schema_rejects_a_broken_report(int8_report):
 
 def test_cli_compile_with_ir_dumps(tmp_path, fashion_model, fashion_calib, capsys):
     code = main(["compile", str(fashion_model), "-t", "onnx-int8-arm", "--calib", str(fashion_calib),
-                 "--dump-ir", str(tmp_path / "ir"), "-o", str(tmp_path / "out")])
+                 "--input-shape", "input=1,1,28,28", "--dump-ir", str(tmp_path / "ir"), "-o", str(tmp_path / "out")])
     assert code == 0
     assert "onnx-int8-arm" in capsys.readouterr().out
     dumps = sorted(p.name for p in (tmp_path / "ir").iterdir())
-    assert dumps[0] == "001_dequantize.onnx" and dumps[-1].endswith("_insert-qdq.onnx")
+    assert dumps[:2] == ["001_fix-input-shapes.onnx", "002_dequantize.onnx"] and dumps[-1].endswith("_insert-qdq.onnx")
+    # input preparation and the pipeline are two pass managers: one numbering runs through both
+    assert [int(d[:3]) for d in dumps] == list(range(1, len(dumps) + 1))
 
 
 def test_cli_audit_json(fashion_model, capsys):

@@ -103,13 +103,19 @@ class TimingInstrument(Instrument):
 
 @dataclass
 class DumpIRInstrument(Instrument):
-    """Writes the graph after each pass as ``NNN_pass-name.onnx`` in a folder."""
+    """Writes the graph after each pass as ``NNN_pass-name.onnx`` in a folder.
+
+    NNN counts every pass the instrument saw: one compile runs several pass managers (input
+    preparation, then the pipeline), whose own indices both start at 1.
+    """
 
     directory: Path
+    written: int = 0
 
     def after(self, pass_: Pass, result: PassResult, index: int) -> None:
         """Save the model as it stands after ``pass_``."""
-        result.model.save(Path(self.directory) / f"{index:03d}_{pass_.name}.onnx")
+        self.written += 1
+        result.model.save(Path(self.directory) / f"{self.written:03d}_{pass_.name}.onnx")
 
 
 @dataclass
