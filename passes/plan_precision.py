@@ -13,7 +13,7 @@ import onnx_ir as ir
 from irq.ir.analysis import has_constant_weight
 from irq.ir.model import QModel, constant_array, node_label
 from irq.pipeline.infra import Pass, PassResult
-from irq.quant.hazards import downstream_movers, mismatched_concats
+from irq.quant.hazards import downstream_movers, mismatched_concats, unrepresentable
 from irq.quant.spec import DecisionSource, Granularity, LayerDecision, Precision
 
 #: Ops that static int8 quantizes (inputs and outputs get Q/DQ). The rest run in float,
@@ -127,13 +127,22 @@ class PlanPrecision(Pass):
 def _apply_range_hazards(qmodel: QModel, plan: dict[str, LayerDecision], float_kind: Precision) -> None:
     """Defaults (never recipe rules or pinned decisions) give way to a measured range hazard."""
     hazards = mismatched_concats(qmodel.graph, qmodel.ranges)
-    if not hazards:
-        return
     hazards.update(downstream_movers(qmodel.graph, set(hazards)))
+    huge = unrepresentable(qmodel.graph, qmodel.ranges)
+    if not hazards and not huge:
+        return
     applied = {}
     for label, why in hazards.items():
         d = plan.get(label)
         if d is not None and d.source is DecisionSource.DEFAULT and not d.precision.is_float:
             plan[label] = LayerDecision(float_kind, why, d.granularity, source=DecisionSource.HAZARD)
+            applied[label] = why
+    for label, why in huge.items():
+        # Unplanned nodes too: a full-integer converter (TFLite) quantizes whatever the plan
+        # does not keep float, and a mask or sentinel has no int8 form at all.
+        d = plan.get(label)
+        if d is None or (d.source is DecisionSource.DEFAULT and not d.precision.is_float):
+            plan[label] = LayerDecision(float_kind, why, d.granularity if d else Granularity.PER_TENSOR,
+                                        source=DecisionSource.HAZARD)
             applied[label] = why
     qmodel.analysis.record("plan-precision", range_hazards=applied)

@@ -187,3 +187,41 @@ def test_concat_of_boxes_and_scores_is_a_hazard_kept_at_a_working_precision(tmp_
                             for i in range(len(x))])
     # int8 on one shared scale would leave scores steps of 640/255 = 2.5 apart: every score 0
     assert np.abs(art_y[:, 4:] - float_y[:, 4:]).max() < 0.05
+
+
+def _masked_attention() -> onnx.ModelProto:
+    """A transformer's masked softmax: scores + (1 - mask) * finfo(float32).min, as BERT exports write it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 4)).astype(np.float32), "wq"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(np.finfo(np.float32).min, np.float32), "lowest"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["scores"], name="scores"),
+             helper.make_node("Unsqueeze", ["mask", "axis1"], ["mask3"], name="mask_rows"),
+             helper.make_node("Cast", ["mask3"], ["maskf"], to=TensorProto.FLOAT, name="cast_mask"),
+             helper.make_node("Sub", ["one", "maskf"], ["inverted"], name="invert_mask"),
+             helper.make_node("Mul", ["inverted", "lowest"], ["bias"], name="mask_bias"),
+             helper.make_node("Add", ["scores", "bias"], ["masked"], name="mask_add"),
+             helper.make_node("Softmax", ["masked"], ["y"], axis=-1, name="softmax")]
+    graph = helper.make_graph(
+        nodes, "attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 8]),
+                             helper.make_tensor_value_info("mask", TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_an_attention_mask_of_finfo_min_stays_float_and_tflite_int8_lowers(tmp_path):
+    # One int8 scale for scores + finfo.min is 1.3e36: the converter wrote it and irq refused the
+    # model ("degenerate int8 scales", all-MiniLM). The plan now keeps the mask's path float.
+    path = tmp_path / "attention.onnx"
+    onnx.save(_masked_attention(), path)
+    rng = np.random.default_rng(1)
+    mask = np.ones((48, 4), np.int64)
+    mask[:, 3] = 0  # the last position is padding in every sample
+    x = rng.normal(size=(48, 5, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, mask=mask)
+    report = irq.compile(path, "tflite-int8", tmp_path / "out", calib=tmp_path / "d.npz", eval=tmp_path / "d.npz",
+                         measure_latency=False)
+    reasons = {x["name"]: x["reason"] for x in report["layers"]}
+    assert "unrepresentable-range" in reasons["mask_add"] and "unrepresentable-range" in reasons["softmax"]
+    assert report["error"]["cosine"] > 0.999, report["error"]

@@ -1,4 +1,4 @@
-"""Concats that join tensors of very different ranges: one int8 scale cannot serve them all.
+"""Ranges one int8 scale cannot serve: Concats joining very different ranges, and sentinel-sized tensors.
 
 A detector head concatenates box coordinates (0..640) with class scores (0..1); quantized with
 one scale, every score rounds to 0. Before calibration the audit flags Concats that join a
@@ -61,6 +61,30 @@ def mismatched_concats(graph: ir.Graph, ranges: dict[str, TensorRange]) -> dict[
         if wide[1] / narrow[1] > RATIO:
             found[node_label(node)] = (f"hazard: concat-range-mismatch ({wide[0]} spans {wide[1]:.3g}, "
                                        f"{narrow[0]} {narrow[1]:.3g}: {wide[1] / narrow[1]:.0f}x)")
+    return found
+
+
+#: Beyond this magnitude a tensor has no useful int8 (or int16) scale: it is a mask or
+#: sentinel (a transformer's attention mask is finfo(float32).min), not a signal.
+HUGE = 1e6
+
+
+def unrepresentable(graph: ir.Graph, ranges: dict[str, TensorRange]) -> dict[str, str]:
+    """Node label -> why, for nodes that write or read a float tensor whose calibrated range passes HUGE.
+
+    all-MiniLM's mask Add (scores + finfo.min) gets an int8 scale of 1.3e36 on TFLite, which
+    the converter refuses; whatever reads such a tensor must read it in float too.
+    """
+    found: dict[str, str] = {}
+    for node in graph:
+        for v in node.outputs:
+            r = ranges.get(v.name or "")
+            if r is None or v.dtype != ir.DataType.FLOAT or _span(r) <= HUGE:
+                continue
+            why = f"hazard: unrepresentable-range ({v.name} spans {_span(r):.3g}: no int8 scale holds it)"
+            found.setdefault(node_label(node), why)
+            for use in v.uses():
+                found.setdefault(node_label(use.node), why)
     return found
 
 
