@@ -51,6 +51,19 @@ def float_ops(flat: FlatModel, tmap: TensorMap) -> list[FloatOp]:
     return found
 
 
+def fed_by_float_ops(flat: FlatModel, indices: list[int]) -> set[int]:
+    """Those of the ops at ``indices`` that read a float tensor written by a float compute op."""
+    ops = flat.ops()
+    producer = {t: op for op in ops for t in op.outputs}
+    fed = set()
+    for i in indices:
+        for t in ops[i].inputs:
+            p = producer.get(t)
+            if p is not None and p.op_type not in _CONVERSIONS and flat.type_name(t) in FLOAT_TYPES:
+                fed.add(i)
+    return fed
+
+
 def _touches_float(flat: FlatModel, op: OpView) -> bool:
     """True when any tensor the op reads or writes is float."""
     return any(t >= 0 and flat.type_name(t) in FLOAT_TYPES for t in (*op.inputs, *op.outputs))
