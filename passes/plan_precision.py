@@ -132,17 +132,14 @@ def _apply_range_hazards(qmodel: QModel, plan: dict[str, LayerDecision], float_k
     if not hazards and not huge:
         return
     applied = {}
-    for label, why in hazards.items():
-        d = plan.get(label)
-        if d is not None and d.source is DecisionSource.DEFAULT and not d.precision.is_float:
-            plan[label] = LayerDecision(float_kind, why, d.granularity, source=DecisionSource.HAZARD)
-            applied[label] = why
-    for label, why in huge.items():
-        # Unplanned nodes too: a full-integer converter (TFLite) quantizes whatever the plan
-        # does not keep float, and a mask or sentinel has no int8 form at all.
-        d = plan.get(label)
-        if d is None or (d.source is DecisionSource.DEFAULT and not d.precision.is_float):
-            plan[label] = LayerDecision(float_kind, why, d.granularity if d else Granularity.PER_TENSOR,
-                                        source=DecisionSource.HAZARD)
-            applied[label] = why
+    # Sentinel-sized tensors make unplanned nodes float too: a full-integer converter (TFLite)
+    # quantizes whatever the plan does not keep float, and a mask has no int8 form at all.
+    for found, unplanned_too in ((hazards, False), (huge, True)):
+        for label, why in found.items():
+            d = plan.get(label)
+            if (d is None and unplanned_too) or \
+                    (d is not None and d.source is DecisionSource.DEFAULT and not d.precision.is_float):
+                plan[label] = LayerDecision(float_kind, why, d.granularity if d else Granularity.PER_TENSOR,
+                                            source=DecisionSource.HAZARD)
+                applied[label] = why
     qmodel.analysis.record("plan-precision", range_hazards=applied)

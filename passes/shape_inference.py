@@ -21,7 +21,7 @@ class ShapeInference(Pass):
     def run(self, qmodel: QModel) -> PassResult:
         """Run ONNX shape inference over the main graph."""
         before = _typing(qmodel)
-        sync_constant_shapes(qmodel.graph)
+        _sync_constant_shapes(qmodel.graph)
         declared = {i: v.shape for i, v in enumerate(qmodel.graph.outputs) if v.producer() is not None}
         for i in declared:
             qmodel.graph.outputs[i].shape = None
@@ -34,7 +34,7 @@ class ShapeInference(Pass):
         return PassResult(qmodel, _typing(qmodel) != before)
 
 
-def sync_constant_shapes(graph: ir.Graph) -> None:
+def _sync_constant_shapes(graph: ir.Graph) -> None:
     """Give every initializer the shape and type of the tensor it holds.
 
     A folded value becomes an initializer but keeps the shape it was declared with (MiniLM's

@@ -131,8 +131,10 @@ def _convert(proto: onnx.ModelProto, graph: ir.Graph, qmodel: QModel, known: dic
         converter = convert.make_converter(Path(work) / "saved_model", mode)
         seconds["saved_model"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        if mode == "int8":
-            data = _full_integer(converter, build, graph, qmodel, known, (io, activations), range_source, info)
+        if mode == "int8" and activations == "int16":
+            data = _sixteen_by_eight(converter, build, qmodel, io, info)
+        elif mode == "int8":
+            data = _full_integer(converter, build, graph, qmodel, known, io, range_source, info)
         else:
             data = convert.convert_float(converter)
             if mode == "dynamic":  # the converter has no denylist for dynamic-range weights
@@ -291,13 +293,9 @@ def _sixteen_by_eight(converter: object, build: KerasBuild, qmodel: QModel, io: 
 
 
 def _full_integer(converter: object, build: KerasBuild, graph: ir.Graph, qmodel: QModel,
-                  known: dict[str, TensorRange], io_and_activations: tuple[str, str], range_source: str,
-                  info: dict) -> bytes:
+                  known: dict[str, TensorRange], io: str, range_source: str, info: dict) -> bytes:
     """Calibrate, inject the IR's ranges, quantize with the plan's float ops denylisted, check."""
     assert qmodel.calibration is not None
-    io, activations = io_and_activations
-    if activations == "int16":
-        return _sixteen_by_eight(converter, build, qmodel, io, info)
     batch = build.model.inputs[0].shape[0]
     calib = qmodel.calibration
     if range_source == "ir":

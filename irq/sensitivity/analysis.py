@@ -68,10 +68,10 @@ def high_precision(target: Target, choice: str = "auto") -> Precision:
     """The precision a unit keeps when left out of quantization: fp16 on Core ML, else fp32."""
     if choice == "int16":
         if target.backend != "onnx":
-            raise InputError(f"int16 activations per layer are only supported for ONNX targets, not {target.name} "
-                             "(TFLite cannot mix them with int8: use -t tflite-int16x8 for the whole model, or "
-                             "--keep auto, which tries it)" if target.backend == "tflite" else
-                             f"int16 activations per layer are only supported for ONNX targets, not {target.name}")
+            hint = (" (TFLite cannot mix them with int8: use -t tflite-int16x8 for the whole model, or --keep auto, "
+                    "which tries it)" if target.backend == "tflite" else "")
+            raise InputError(f"int16 activations per layer are only supported for ONNX targets, not {target.name}"
+                             + hint)
         return Precision.INT16
     if choice == "fp16" or (choice == "auto" and target.backend == "coreml"):
         return Precision.FP16

@@ -215,8 +215,12 @@ def _float_layers_too_costly(search: _Search, met: bool, kept: Sequence[Unit]) -
     if not met:
         return True
     plain = search.points[frozenset()]["size_bytes"]
-    chosen = search.points[frozenset(u.name for u in kept)]["size_bytes"]
-    return bool(plain and chosen > plain * (1 + FLOAT_COST_FOR_16X8))
+    return bool(plain and _size_of(search, kept) > plain * (1 + FLOAT_COST_FOR_16X8))
+
+
+def _size_of(search: _Search, kept: Sequence[Unit]) -> int:
+    """The artifact size of the measured assignment that keeps ``kept``."""
+    return int(search.points[frozenset(u.name for u in kept)]["size_bytes"])
 
 
 def _io(target: Target) -> dict[str, str]:
@@ -272,20 +276,18 @@ def search_mixed_precision(float_qmodel: QModel, target: Target, calib: DataSet 
     if sixteen is not None and _float_layers_too_costly(search, k is not None, kept):
         # TFLite cannot mix int8 and int16 activations per layer: the alternative to many float
         # layers is the whole model in 16x8 (int8 weights: the size of plain int8).
-        tried.append({"precision": search.high.value, **_io(search.target), "met": k is not None,
-                      "evaluations": len(search.points),
-                      "best_metric": max((p["metric"] for p in search.points.values()), default=None)})
-        left = opts.max_evals - sum(t["evaluations"] for t in tried)
+        left = opts.max_evals - sum(t["evaluations"] for t in tried) - len(search.points)
         whole = _Search(sens.base, sixteen, suffix, Precision.INT16, data, ref, criterion, scratch / "16x8", left)
         try:
             point = whole.measure([])
         except (LoweringError, VerificationError) as e:  # an op without a 16x8 kernel
             point = {"met": False, "metric": None, "error": str(e).splitlines()[0]}
-        chosen_size = search.points[frozenset(u.name for u in kept)]["size_bytes"] if k is not None else None
-        if point["met"] and (chosen_size is None or point["size_bytes"] < chosen_size):
+        if point["met"] and (k is None or point["size_bytes"] < _size_of(search, kept)):
+            tried.append({"precision": search.high.value, **_io(search.target), "met": k is not None,
+                          "evaluations": len(search.points),
+                          "best_metric": max((p["metric"] for p in search.points.values()), default=None)})
             plain_int8, search, k, kept = search.points[frozenset()], whole, 0, []
-        else:
-            tried[-1:] = []  # the int8 tier stands; 16x8 is reported as tried below
+        else:  # the int8 tier stands (reported last, below); 16x8 was tried
             tried.append({"precision": "int16", "activations": "whole model", "met": bool(point["met"]),
                           "evaluations": 1, "best_metric": point.get("metric")})
     points = list(search.points.values())
