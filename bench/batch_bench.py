@@ -7,9 +7,13 @@ Every figure is a ratio against a baseline measured in this same process, on thi
 - one recipe file changed: which jobs rerun;
 - ``kill -9`` of the whole batch (process group) mid-run, then rerun: finished jobs must be
   up to date, nothing corrupt, artifacts identical to the uninterrupted run;
-- ``--executor ray`` on a local Ray instance: artifacts byte-identical to the local executor.
+- ``--executor ray`` on a local Ray instance: artifacts byte-identical to the local executor;
+- ``--executor ray --ray-address`` on a two-node cluster started with ``ray start`` (a head and a
+  worker node, one CPU each, token authentication with a fresh token): which node ran each job, and
+  artifacts byte-identical to the local executor (``--ray-cluster-only`` runs just this and its
+  local baseline).
 
-Usage: .venv/bin/python bench/batch_bench.py [--work DIR] [--skip-ray] [--json OUT]
+Usage: .venv/bin/python bench/batch_bench.py [--work DIR] [--skip-ray] [--ray-cluster-only] [--json OUT]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -121,10 +126,42 @@ def zoo_digests() -> dict[str, str]:
     return {m["model"]: file_digest(zoo.get(m["model"]).onnx_path)[:16] for m in MODELS}
 
 
+RAY = str(Path(sys.executable).with_name("ray"))
+RAY_PORT = "6391"
+
+
+def ray_two_nodes(work: Path, local: dict[str, bytes]) -> dict:
+    """Start a head and a worker node with the ``ray start`` CLI, run the batch on them, stop them."""
+    # Token auth as a real cluster would run it: a fresh token for this cluster, in every node's and
+    # the client's environment (nothing written to ~/.ray).
+    env = dict(ENV, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+    try:
+        subprocess.run([RAY, "start", "--head", "--port", RAY_PORT, "--include-dashboard=false", *common],
+                       env=env, check=True, capture_output=True, cwd=work)
+        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{RAY_PORT}", *common],
+                       env=env, check=True, capture_output=True, cwd=work)
+        start = time.perf_counter()
+        proc = subprocess.run([*IRQ, "batch", str(work / "batch.yaml"), "-o", str(work / "ray2"), "--executor",
+                               "ray", "--ray-address", f"127.0.0.1:{RAY_PORT}"],
+                              capture_output=True, text=True, env=env, cwd=work)
+        wall = time.perf_counter() - start
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+    summary = json.loads((work / "ray2" / "summary.json").read_text())
+    nodes = {f"{r['model']}/{r['target']}": r.get("node", "")[:12] for r in summary["rows"]}
+    ar = artifacts(work / "ray2")
+    return {"seconds": wall, "exit": proc.returncode, "nodes_used": len(set(nodes.values()) - {""}),
+            "job_nodes": nodes, "artifacts": len(ar), "identical_to_local": ar == local,
+            "differing": sorted(k for k in ar if ar[k] != local.get(k)), "stderr_tail": proc.stderr[-400:]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--ray-cluster-only", action="store_true", help="only the local w1 run and the two-node Ray run")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--cold-only", action="store_true", help="only the cold pair, workers 1 first (order check)")
     args = ap.parse_args()
@@ -135,6 +172,13 @@ def main() -> None:
     res: dict = {"work": str(work), "load_before": os.getloadavg(), "zoo_before": zoo_digests(),
                  "irq_source": snapshot(work)}
 
+    if args.ray_cluster_only:
+        cold1, _, _ = batch(work, "w1", "--workers", "1")
+        res["local_workers1_s"] = cold1
+        res["ray_two_nodes"] = ray_two_nodes(work, artifacts(work / "w1"))
+        res["load_after"] = os.getloadavg()
+        print(json.dumps(res, indent=2, default=str))
+        return
     if args.cold_only:
         cold1, _, s1 = batch(work, "w1", "--workers", "1")
         cold2, _, s2 = batch(work, "w2", "--workers", "2")
@@ -184,6 +228,7 @@ def main() -> None:
         res["ray"] = {"seconds": wall, "ratio_to_local_cold2": wall / cold2, "exit": code,
                       "artifacts": len(ar), "identical_to_local": ar == a1,
                       "differing": sorted(k for k in ar if ar[k] != a1.get(k))}
+        res["ray_two_nodes"] = ray_two_nodes(work, a1)
     res["load_after"] = os.getloadavg()
     res["zoo_after"] = zoo_digests()
     res["zoo_unchanged"] = res["zoo_after"] == res["zoo_before"]

@@ -238,17 +238,39 @@ def test_kill_minus_9_mid_run_then_resume(project: Path, tmp_path: Path) -> None
     assert _artifacts(out) == _artifacts(tmp_path / "clean")
 
 
-@pytest.mark.slow  # 9-35 s: starts a local Ray instance
-def test_ray_executor_gives_byte_identical_artifacts(project: Path, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+@pytest.mark.slow  # 20-40 s: starts a two-node Ray cluster
+def test_ray_executor_on_two_nodes_gives_byte_identical_artifacts(project: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
     manifest = _manifest(project, FASHION.replace("onnx-int8-arm, ", "") + TINY_ENTRY)
     local = _run(manifest, tmp_path / "local", cache_dir=tmp_path / "c1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Two raylets (separate nodes, one CPU each) on this machine: the jobs must spread over both.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
     try:
-        remote = _run(manifest, tmp_path / "ray", executor="ray", cache_dir=tmp_path / "c2")
+        remote = _run(manifest, tmp_path / "ray", executor="ray", cache_dir=tmp_path / "c2",
+                      ray_address=cluster.address)
     finally:
-        ray.shutdown()
+        cluster.shutdown()
     assert not local.failed and not remote.failed, (local.failed, remote.failed)
     assert set(_statuses(remote).values()) == {"built"}
+    nodes = {r.node for r in remote.results}
+    assert len(nodes) == 2, nodes
     a, b = _artifacts(tmp_path / "local"), _artifacts(tmp_path / "ray")
     assert len(a) == 4 and a == b
+
+
+def test_a_cluster_that_wants_a_token_gets_one_line_naming_the_fix() -> None:
+    from irq.batch.executors import _join_failure
+
+    cause = RuntimeError("Traceback (most recent call last):\n  File x\nray.exceptions.AuthenticationError: "
+                         "Token authentication is enabled but no authentication token was found.")
+    error = ConnectionError("Failed to connect to GCS at 10.0.0.2:6379")
+    error.__cause__ = cause
+    line = _join_failure("10.0.0.2:6379", error)
+    assert "\n" not in line and "10.0.0.2:6379" in line
+    assert "no authentication token" in line and "RAY_AUTH_TOKEN" in line
+    plain = _join_failure(None, ConnectionError("Could not find any running Ray instance."))
+    assert plain.endswith("Could not find any running Ray instance.") and "RAY_ADDRESS" in plain

@@ -167,6 +167,27 @@ def run_local(jobs: Sequence[Job], workers: int, on_result: OnResult) -> list[Jo
     return results
 
 
+def _join_failure(address: str | None, error: Exception) -> str:
+    """One line for a cluster ``ray.init`` could not join, with the fix for the usual cause."""
+    text = "\n".join(str(e) for e in (error, error.__cause__) if e is not None)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Traceback")]
+    # Ray wraps the real reason in a traceback dump; the line naming authentication is the useful one.
+    auth = [ln for ln in lines if "auth" in ln.lower()]
+    line = (auth or lines[-1:] or [type(error).__name__])[0]
+    hint = ""
+    if auth:  # `ray start --head` turns token auth on; a client must opt in too
+        hint = (" (the cluster uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
+                " (or RAY_AUTH_TOKEN_PATH) to its token here)")
+    return f"cannot join the Ray cluster at {address or 'RAY_ADDRESS'}: {line[:300]}{hint}"
+
+
+def _run_on_ray_node(job: Job) -> JobResult:
+    """``run_job`` inside a Ray task, stamped with the node that ran it (the summary shows where jobs went)."""
+    import ray
+
+    return dataclasses.replace(run_job(job), node=ray.get_runtime_context().get_node_id())
+
+
 def run_ray(jobs: Sequence[Job], workers: int | None, address: str | None, on_result: OnResult) -> list[JobResult]:
     """Run the jobs as Ray tasks (at most ``workers`` in flight when given)."""
     try:
@@ -176,9 +197,12 @@ def run_ray(jobs: Sequence[Job], workers: int | None, address: str | None, on_re
     started = not ray.is_initialized()
     if started:
         address = address or os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+        try:
+            ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except ConnectionError as e:
+            raise InputError(_join_failure(address, e)) from e
+    task = ray.remote(num_cpus=1, max_retries=0)(_run_on_ray_node)
     pending = deque(jobs)
     in_flight: dict[object, Job] = {}
     results: list[JobResult] = []

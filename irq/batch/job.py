@@ -60,6 +60,7 @@ class JobResult:
     error: str = ""
     seconds: float = 0.0
     stages: tuple[tuple[str, str], ...] = ()
+    node: str = ""  # the Ray node that ran it (empty for the local executors)
 
     @property
     def ok(self) -> bool:

@@ -52,6 +52,8 @@ def build_rows(jobs: list[Job], results: dict[str, JobResult], out: Path) -> lis
         spec, result = job.spec, results[job.spec.label]
         row: dict[str, Any] = {"model": spec.name, "target": spec.target, "status": result.status,
                                "seconds": round(result.seconds, 2), "stages": dict(result.stages)}
+        if result.node:
+            row["node"] = result.node
         if not result.ok:
             row.update(error=result.error, budget="n/a", budget_misses=[])
             rows.append(row)
