@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.irq-installed
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint clean quark-env
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,5 +40,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy irq passes frontends backends
 
+# AMD Quark for bench/anchors.py's quark-* rows: its own venv, it pins onnx/onnxruntime/torch apart from irq's.
+quark-env: .venv-quark/.installed
+
+.venv-quark/.installed: bench/quark-requirements.txt
+	test -x .venv-quark/bin/python || $(PYTHON) -m venv .venv-quark
+	.venv-quark/bin/pip install -q --upgrade pip==25.3
+	.venv-quark/bin/pip install -q -r bench/quark-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-quark build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

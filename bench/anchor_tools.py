@@ -46,10 +46,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _irq(target: str, model: Path, calib: DataSet | None, out: Path) -> Path:
+def _irq(target: str, model: Path, calib: DataSet | None, out: Path, preset: str | None = None) -> Path:
     import irq
 
-    irq.compile(model, target, out, calib=calib)
+    irq.compile(model, target, out, calib=calib, preset=preset)
     return out / ("model.onnx" if target.startswith("onnx") else "model.tflite")
 
 
@@ -145,6 +145,8 @@ def run_tool(tool: str, model: Path, calib_path: Path, out: Path) -> dict[str, A
     calib = load_data(calib_path)
     calls = {
         "irq-onnx": lambda: _irq("onnx-int8", model, calib, out),
+        "irq-onnx-accurate": lambda: _irq("onnx-int8", model, calib, out, "accurate"),
+        "irq-onnx-max": lambda: _irq("onnx-int8", model, calib, out, "max"),
         "irq-tflite": lambda: _irq("tflite-int8", model, calib, out),
         "irq-tflite-fp32": lambda: _irq("tflite-fp32", model, calib, out),  # the data fixes dynamic shapes
         "ort-default": lambda: _ort(model, calib, out, False),

@@ -8,6 +8,8 @@ defaults (accuracy, size, time, memory) and against the float model in the same 
 
     .venv/bin/python bench/anchors.py [--models fashion-cnn,efficientnet-lite0,resnet50]
         [--tools irq-onnx,irq-tflite,ort-default,ort-pc,ort-pc-pct,onnx2tf-oiqt,tflite-plain]
+        [--tools ...,irq-onnx-accurate,irq-onnx-max,quark-pc,quark-pc-cle,quark-adaround]
+            (irq's presets; AMD Quark: `make quark-env` first)
         [--onnx2tf-on fashion-cnn,efficientnet-lite0] [--fashion-full] [--runs 30] [--md FILE]
 
 ResNet-50 has random weights (bench/resnet50.py): its rows are for time, memory, size and speed;
@@ -30,6 +32,9 @@ from anchor_tools import BASELINES, TOOLS, worker_main
 from common import machine, scratch
 
 from irq.data import DataSet
+
+QUARK_PYTHON = Path(__file__).resolve().parent.parent / ".venv-quark" / "bin" / "python"
+QUARK_TOOLS = ("quark-pc", "quark-pc-cle", "quark-adaround")
 
 
 def prepare(name: str, tmp: Path, args: argparse.Namespace) -> tuple[Path, Path, DataSet]:
@@ -66,6 +71,11 @@ def run_worker(tool: str, model: Path, calib: Path, out: Path, timeout: float, r
 
 def _worker(tool: str, model: Path, calib: Path, out: Path, timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", tool, str(model), str(calib), str(out)]
+    if tool in QUARK_TOOLS:  # Quark pins its own onnx/onnxruntime/torch: its own environment
+        if not QUARK_PYTHON.exists():
+            return {"tool": tool, "error": f"{QUARK_PYTHON} missing: run `make quark-env`"}
+        cmd = [str(QUARK_PYTHON), str(Path(__file__).with_name("quark_worker.py")), tool, str(model), str(calib),
+               str(out)]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
