@@ -6,9 +6,12 @@ Post-Training Quantization", 2020). For each Conv (2-D) and Gemm whose weights t
 quantizes, with the scales already chosen (max-abs or weight-scales'), this pass optimises a
 soft rounding h(V) in [0, 1] per weight so that op(x, W) - op(x, s * (floor(W / s) + h(V)))
 is small on the layer's float inputs, while a regulariser, annealed, pushes every h to 0 or 1;
-then it keeps floor(W / s) + [h >= 0.5]. Torch on CPU, a bounded number of steps per layer and
-a time limit for the whole pass (layers left when it runs out keep round-to-nearest, and the
-record says which). Inputs are captured a few layers at a time in one float run per group, so
+then it keeps floor(W / s) + [h >= 0.5] (or round-to-nearest, where the learnt rounding does
+worse on the rows it checks). When a Relu or Clip alone consumes the layer, the error is taken
+after it, bias included: a ReLU6 hides every error outside [0, 6] (EfficientNet-Lite0 int8, 100
+samples: KL(float || int8) 0.0104 -> 0.0094; round-to-nearest 0.0123). Torch on CPU, a bounded
+number of steps per layer and a time limit for the whole pass (layers left when it runs out keep
+round-to-nearest, and the record says which). Inputs are captured a few layers at a time in one float run per group, so
 memory holds one group's activations, never the whole model's.
 
 The integer weights land in ``qmodel.rounded_weights``; bias-correct and insert-qdq use them.
@@ -60,6 +63,35 @@ class _Layer:
     qmax: int
     conv: dict[str, Any] | None  # None: a Gemm/MatMul (weight [K, N] after transposition)
     transposed: bool
+    #: (bias, (low, high)) when the layer's only consumer is a Relu or Clip: the error that matters
+    #: is the one after it (a ReLU6 hides every error below 0 and above 6)
+    activation: tuple[np.ndarray | None, tuple[float, float]] | None = None
+
+
+def _activation(node: ir.Node) -> tuple[np.ndarray | None, tuple[float, float]] | None:
+    """The bias and clamp bounds of the Relu/Clip that alone consumes ``node``'s output, if any."""
+    users = list(node.outputs[0].uses())
+    if len(users) != 1 or len(node.outputs[0].consumers()) != 1 or node.outputs[0].is_graph_output():
+        return None
+    act = users[0].node
+    if act.op_type == "Relu":
+        bounds = (0.0, float("inf"))
+    elif act.op_type == "Clip":
+        lo = constant_array(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] is not None else None
+        hi = constant_array(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] is not None else None
+        if (len(act.inputs) > 1 and act.inputs[1] is not None and lo is None) or \
+                (len(act.inputs) > 2 and act.inputs[2] is not None and hi is None):
+            return None  # bounds computed at run time
+        bounds = (float(lo) if lo is not None else -float("inf"), float(hi) if hi is not None else float("inf"))
+    else:
+        return None
+    bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if len(node.inputs) > 2 and node.inputs[2] is not None and bias is None:
+        return None
+    if node.op_type == "Gemm" and bias is not None and \
+            (bias.ndim != 1 or node.attributes.get_float("beta", 1.0) != 1.0):
+        return None
+    return (None if bias is None else np.asarray(bias, np.float32).reshape(-1)), bounds
 
 
 class _Learner:
@@ -85,6 +117,11 @@ class _Learner:
         # the target is op(x, W) on float inputs; the rounding is learnt on the inputs the
         # quantized model gives this layer (x_q), so it also makes up for the error upstream
         self.x, self.x_q = self._prepared(x), self._prepared(x if x_q is None else x_q)
+        self.act: tuple[Any, tuple[float, float]] | None = None
+        if layer.activation is not None:
+            bias, bounds = layer.activation
+            along = (1, -1, 1, 1) if layer.conv is not None else (1, -1)  # the output channels
+            self.act = (None if bias is None else torch.from_numpy(bias.copy()).reshape(along), bounds)
 
     def _prepared(self, x: np.ndarray) -> Any:
         if self.layer.conv is not None:
@@ -112,9 +149,16 @@ class _Learner:
     def _apply(self, x: Any, w: Any) -> Any:
         f = self.torch.nn.functional
         if self.layer.conv is None:
-            return x @ w
-        conv = self.layer.conv
-        return f.conv2d(x, w, stride=conv["stride"], dilation=conv["dilation"], groups=conv["groups"])
+            y = x @ w
+        else:
+            conv = self.layer.conv
+            y = f.conv2d(x, w, stride=conv["stride"], dilation=conv["dilation"], groups=conv["groups"])
+        if self.act is None:
+            return y
+        bias, (lo, hi) = self.act
+        if bias is not None:
+            y = y + bias
+        return y.clamp(min=None if lo == -float("inf") else lo, max=None if hi == float("inf") else hi)
 
     def learn(self, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
         """(integer weights, output error before, after) on the captured inputs."""
@@ -141,6 +185,8 @@ class _Learner:
             target = self._apply(x, self.w)
             before = float((target - self._apply(x_q, self.s * nearest)).pow(2).mean())
             after = float((target - self._apply(x_q, self.s * q)).pow(2).mean())
+            if after > before:  # learnt worse than nearest on these rows: keep nearest
+                q, after = nearest, before
         out = q.numpy().astype(np.int64)
         return (out.T if self.layer.transposed else out), before, after
 
@@ -164,6 +210,8 @@ class AdaRound(Pass):
     #: What a layer learns on: its float inputs, or (``quantized``) the inputs the model quantized so
     #: far gives it. On EfficientNet-Lite0 W4A8 ``quantized`` did worse (agreement 0.42 against 0.59).
     inputs: str = "float"
+    #: Reconstruct after the layer's Relu/Clip (with its bias) when that alone consumes it.
+    activation: bool = True
 
     def requires(self, qmodel: QModel) -> list[str]:
         """A current plan and calibration data."""
@@ -177,6 +225,9 @@ class AdaRound(Pass):
             raise PassError("adaround needs torch (pip install 'irq[torch]')") from e
         torch.manual_seed(self.seed)
         layers, skipped = self._layers(qmodel)
+        if self.activation:
+            for layer in layers:
+                layer.activation = _activation(layer.node)
         assert qmodel.calibration is not None
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
         if self.inputs not in ("float", "quantized"):

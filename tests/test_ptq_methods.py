@@ -248,3 +248,20 @@ def test_bias_shift_from_the_mean_input_equals_the_per_layer_probe(fashion_model
         for shifts in (fast, swept.bias_shifts):
             got = shifts[bias_correct.node_label(node)]
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+def test_adaround_reconstructs_after_the_relu_or_relu6_that_alone_consumes_a_layer(tiny_cnn_proto):
+    from irq.passes.adaround import _activation
+
+    q = PassManager(parse_pipeline(CLEAN))(import_model(tiny_cnn_proto)).model
+    found = {}
+    for node in q.graph:
+        if node.op_type in ("Conv", "Gemm"):
+            act = _activation(node)
+            consumer = [u.node.op_type for u in node.outputs[0].uses()]
+            found[node.name] = (consumer, None if act is None else act[1], act is not None and act[0] is not None)
+    bounds = {b for _, b, _ in found.values()}
+    assert (0.0, float("inf")) in bounds and (0.0, 6.0) in bounds, found  # ReLU and ReLU6 (Clip 0..6)
+    for consumer, b, has_bias in found.values():
+        assert (b is not None) == (consumer in (["Relu"], ["Clip"])), found  # the linear head has none
+        assert b is None or has_bias, found  # the folded BN's bias goes in with the activation
