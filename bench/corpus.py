@@ -90,7 +90,12 @@ def run_cell(name: str, target: str, work: Path) -> dict[str, Any]:
         out = run_dataset(runner, data)
     except IrqError as e:
         return {**row, "ran": False, "reason": str(e).splitlines()[0][:300]}
-    value, ok = score(model, ref, out, data.labels)
+    from wild.metrics import NotMeasurable
+
+    try:
+        value, ok = score(model, ref, out, data.labels)
+    except NotMeasurable as e:  # a finding about the data, not a miss: no budget search on it
+        return {**row, "ran": True, "metric": None, "meets": None, "not_measurable": str(e)}
     row.update(ran=True, metric=value, meets=ok, metric_name=model.metric_name)
     if not ok and target in BUDGET_TARGETS:
         row["budget"] = run_budget(model, spec, target, work / "budget", calib, evaluation)
@@ -185,6 +190,8 @@ def cell_text(row: dict[str, Any]) -> str:
         return f"FAIL: {row.get('reason', '?')}"
     if not row.get("ran"):
         return f"compiled, did not run: {row.get('reason', '?')}"
+    if row.get("not_measurable"):
+        return f"n/a: {row['not_measurable']} | {100 * row['size_ratio']:.0f}% | {row['seconds']:.0f} s"
     mark = "ok" if row["meets"] else "MISS"
     text = f"{mark} {row['metric']:.3f} | {100 * row['size_ratio']:.0f}% | {row['seconds']:.0f} s"
     budget = row.get("budget")

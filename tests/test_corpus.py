@@ -67,3 +67,20 @@ def test_recurrent_voice_activity_model_with_state_and_a_frozen_rate(tmp_path):
     row = _cell("silero-vad", "onnx-int8", tmp_path / "int8", budget=True)
     assert row["compiled"] and row["ran"], row.get("reason")
     assert row["meets"] or _budget_met(row), row
+
+
+@pytest.mark.parametrize("fired", [2, 25])
+def test_anchor_f1_is_not_measured_on_data_that_hardly_fire_the_detector(fired):
+    """Two fired anchors (palm detection on photos without hands) made F1 swing 0 <-> 1 on one anchor."""
+    import numpy as np
+    from wild.metrics import MIN_FIRED_ANCHORS, NotMeasurable, anchor_f1
+
+    ref = np.full((48, 2016, 1), -3.0, np.float32)
+    ref.reshape(-1)[:fired] = 2.0
+    out = ref.copy()
+    out.reshape(-1)[0] = -1.0  # the artifact loses one anchor
+    if fired < MIN_FIRED_ANCHORS:
+        with pytest.raises(NotMeasurable, match=f"fires {fired} anchors"):
+            anchor_f1([ref], [out], None)
+    else:
+        assert anchor_f1([ref], [out], None) == pytest.approx(2 * (fired - 1) / (2 * (fired - 1) + 1))

@@ -5,7 +5,8 @@ Float's answer is the reference (higher is better, 1.0 = the artifact answers li
 - ``ctc_agreement``: share of text lines a CTC recogniser reads exactly as float does;
 - ``yolox_f1``: F1 of the artifact's detections against float's (YOLOX raw head, NMS, IoU >= 0.5);
 - ``mask_iou``: IoU of thresholded probability maps (text detectors, segmenters);
-- ``anchor_f1``: F1 of the anchors an SSD-style detector fires (sigmoid(score) > 0.5) against float's;
+- ``anchor_f1``: F1 of the anchors an SSD-style detector fires (sigmoid(score) > 0.5) against float's
+  (not measurable, :class:`NotMeasurable`, when float fires fewer than ``MIN_FIRED_ANCHORS``);
 - ``vad_agreement``: share of audio chunks whose speech/non-speech decision matches float's;
 - ``landmark_agreement``: 1 - mean landmark distance, relative to the spread of float's landmarks.
 """
@@ -13,6 +14,14 @@ Float's answer is the reference (higher is better, 1.0 = the artifact answers li
 from __future__ import annotations
 
 import numpy as np
+
+#: Fewest anchors float must fire over the data for an anchor F1 to mean anything: palm detection
+#: fired 2 on 48 photos without hands, so one anchor crossing 0.5 swung its F1 from 0 to 1.
+MIN_FIRED_ANCHORS = 20
+
+
+class NotMeasurable(ValueError):
+    """The data do not exercise what the metric measures (the matrix says n/a, with this reason)."""
 
 
 def _ctc_decode(indices: np.ndarray) -> tuple[int, ...]:
@@ -128,6 +137,9 @@ def _output_with_last(outputs: list[np.ndarray], width: int) -> np.ndarray:
 def anchor_f1(ref: list[np.ndarray], out: list[np.ndarray], labels: np.ndarray | None) -> float:
     """F1 of the anchors whose score logit is positive (sigmoid > 0.5), artifact vs float."""
     r, o = _output_with_last(ref, 1) > 0, _output_with_last(out, 1) > 0
+    if int(r.sum()) < MIN_FIRED_ANCHORS:
+        raise NotMeasurable(f"float fires {int(r.sum())} anchors (sigmoid > 0.5) on {len(ref[0])} samples, fewer "
+                            f"than {MIN_FIRED_ANCHORS}: the data hardly exercise this detector")
     tp = int(np.logical_and(r, o).sum())
     fp, fn = int(np.logical_and(~r, o).sum()), int(np.logical_and(r, ~o).sum())
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
