@@ -139,10 +139,12 @@ def _write_sidecar(path: Path, model: Path) -> None:
 
 def run_tool(tool: str, model: Path, calib_path: Path, out: Path) -> dict[str, Any]:
     """Run one tool; return what the parent needs (never raises: a failure is a result)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantType
-
     out.mkdir(parents=True, exist_ok=True)
     calib = load_data(calib_path)
+    if tool.startswith("ort-"):
+        # Only onnxruntime's rows import its quantizer: the import alone takes torch and sympy
+        # along (277 MB of RSS), which every other tool's peak would carry.
+        from onnxruntime.quantization import CalibrationMethod, QuantType
     calls = {
         "irq-onnx": lambda: _irq("onnx-int8", model, calib, out),
         "irq-onnx-accurate": lambda: _irq("onnx-int8", model, calib, out, "accurate"),
