@@ -54,7 +54,13 @@ def _irq(target: str, model: Path, calib: DataSet | None, out: Path, preset: str
 
 
 def _ort(model: Path, calib: DataSet, out: Path, preprocess: bool, **kwargs: Any) -> Path:
+    # Imported inside the timed call, as irq's rows import irq inside theirs: the import takes
+    # 1.9 s and 277 MB (it loads torch and sympy), which only onnxruntime's rows should carry.
     from common import ort_quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+
+    named = {"QUInt8": QuantType.QUInt8, "Percentile": CalibrationMethod.Percentile}
+    kwargs = {k: named.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
 
     if preprocess:
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -141,10 +147,6 @@ def run_tool(tool: str, model: Path, calib_path: Path, out: Path) -> dict[str, A
     """Run one tool; return what the parent needs (never raises: a failure is a result)."""
     out.mkdir(parents=True, exist_ok=True)
     calib = load_data(calib_path)
-    if tool.startswith("ort-"):
-        # Only onnxruntime's rows import its quantizer: the import alone takes torch and sympy
-        # along (277 MB of RSS), which every other tool's peak would carry.
-        from onnxruntime.quantization import CalibrationMethod, QuantType
     calls = {
         "irq-onnx": lambda: _irq("onnx-int8", model, calib, out),
         "irq-onnx-accurate": lambda: _irq("onnx-int8", model, calib, out, "accurate"),
@@ -152,9 +154,9 @@ def run_tool(tool: str, model: Path, calib_path: Path, out: Path) -> dict[str, A
         "irq-tflite": lambda: _irq("tflite-int8", model, calib, out),
         "irq-tflite-fp32": lambda: _irq("tflite-fp32", model, calib, out),  # the data fixes dynamic shapes
         "ort-default": lambda: _ort(model, calib, out, False),
-        "ort-pc": lambda: _ort(model, calib, out, True, per_channel=True, activation_type=QuantType.QUInt8),
-        "ort-pc-pct": lambda: _ort(model, calib, out, True, per_channel=True, activation_type=QuantType.QUInt8,
-                                   calibrate_method=CalibrationMethod.Percentile),
+        "ort-pc": lambda: _ort(model, calib, out, True, per_channel=True, activation_type="QUInt8"),
+        "ort-pc-pct": lambda: _ort(model, calib, out, True, per_channel=True, activation_type="QUInt8",
+                                   calibrate_method="Percentile"),
         "onnx2tf-oiqt": lambda: _onnx2tf(model, calib, out),
         "tflite-plain": lambda: _tflite_plain(model, calib, out),
     }
