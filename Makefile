@@ -29,7 +29,7 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/irq demo
 
-# The whole suite (6.5-8.5 minutes on 2 cores, 496 tests, measured 2026-12-04); `make test-fast` skips the tests marked slow.
+# The whole suite (9-9.5 minutes on 2 cores, 500 tests, measured 2026-12-04); `make test-fast` skips the tests marked slow.
 test: setup
 	$(BIN)/python -m pytest -q -n 2 tests
 
