@@ -11,8 +11,8 @@ worse on the rows it checks). When a Relu or Clip alone consumes the layer, the 
 after it, bias included: a ReLU6 hides every error outside [0, 6] (EfficientNet-Lite0 int8, 100
 samples: KL(float || int8) 0.0104 -> 0.0094; round-to-nearest 0.0123). Torch on CPU, a bounded
 number of steps per layer and a time limit for the whole pass (layers left when it runs out keep
-round-to-nearest, and the record says which). Inputs are captured a few layers at a time in one float run per group, so
-memory holds one group's activations, never the whole model's.
+round-to-nearest, and the record says which). Inputs are captured a few layers at a time in one
+float run per group, so memory holds one group's activations, never the whole model's.
 
 The integer weights land in ``qmodel.rounded_weights``; bias-correct and insert-qdq use them.
 Run after plan-precision (and weight-scales), before bias-correct.
@@ -28,7 +28,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.errors import PassError
-from irq.ir.model import QModel, constant_array, node_label
+from irq.ir.model import QModel, constant_array, node_label, only_reader
 from irq.ir.ort import with_outputs
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import weight_scales
@@ -68,28 +68,28 @@ class _Layer:
     activation: tuple[np.ndarray | None, tuple[float, float]] | None = None
 
 
+def _constant_input(node: ir.Node, index: int) -> tuple[bool, np.ndarray | None]:
+    """(whether input ``index`` is known before running, its array); an absent input is known (None)."""
+    value = node.inputs[index] if len(node.inputs) > index else None
+    if value is None:
+        return True, None
+    array = constant_array(value)
+    return array is not None, array
+
+
 def _activation(node: ir.Node) -> tuple[np.ndarray | None, tuple[float, float]] | None:
     """The bias and clamp bounds of the Relu/Clip that alone consumes ``node``'s output, if any."""
-    users = list(node.outputs[0].uses())
-    if len(users) != 1 or len(node.outputs[0].consumers()) != 1 or node.outputs[0].is_graph_output():
+    act = only_reader(node.outputs[0])
+    if act is None or act.op_type not in ("Relu", "Clip"):
         return None
-    act = users[0].node
-    if act.op_type == "Relu":
-        bounds = (0.0, float("inf"))
-    elif act.op_type == "Clip":
-        lo = constant_array(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] is not None else None
-        hi = constant_array(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] is not None else None
-        if (len(act.inputs) > 1 and act.inputs[1] is not None and lo is None) or \
-                (len(act.inputs) > 2 and act.inputs[2] is not None and hi is None):
-            return None  # bounds computed at run time
-        bounds = (float(lo) if lo is not None else -float("inf"), float(hi) if hi is not None else float("inf"))
-    else:
-        return None
-    bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    if len(node.inputs) > 2 and node.inputs[2] is not None and bias is None:
-        return None
-    if node.op_type == "Gemm" and bias is not None and \
-            (bias.ndim != 1 or node.attributes.get_float("beta", 1.0) != 1.0):
+    (lo_known, lo), (hi_known, hi) = _constant_input(act, 1), _constant_input(act, 2)
+    if act.op_type == "Clip" and not (lo_known and hi_known):
+        return None  # bounds computed at run time
+    bounds = (0.0, float("inf")) if act.op_type == "Relu" else \
+        (-float("inf") if lo is None else float(lo), float("inf") if hi is None else float(hi))
+    bias_known, bias = _constant_input(node, 2)
+    if not bias_known or (node.op_type == "Gemm" and bias is not None and
+                          (bias.ndim != 1 or node.attributes.get_float("beta", 1.0) != 1.0)):
         return None
     return (None if bias is None else np.asarray(bias, np.float32).reshape(-1)), bounds
 

@@ -27,7 +27,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.ir.edit import Namer, add_initializer, new_node, replace_value
-from irq.ir.model import QModel, constant_array, node_label
+from irq.ir.model import QModel, constant_array, node_label, only_reader
 from irq.pipeline.infra import Pass, PassResult
 
 _QUANTIZED_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM", "QuantizeLinear",
@@ -45,14 +45,6 @@ def _dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis
 
     centred = q.astype(np.float64) - (along(zero.astype(np.float64)) if zero is not None else 0.0)
     return (centred * along(scale.astype(np.float64))).astype(np.float32)
-
-
-def _only_use(value: ir.Value) -> ir.Node | None:
-    """The one node reading ``value``, when exactly one does and it is not a graph output."""
-    uses = list(value.uses())
-    if len(uses) != 1 or value.is_graph_output():
-        return None
-    return uses[0][0]
 
 
 def _other_input(node: ir.Node, value: ir.Value) -> ir.Value | None:
@@ -94,15 +86,15 @@ def _integer_op(node: ir.Node, graph: ir.Graph, namer: Namer) -> str | None:
     if weight is None or (len(node.inputs) > 3 and node.inputs[3] is not None and w_zero is None):
         return "its weight is not constant"
     value, bias = node.outputs[0], None
-    user = _only_use(value)
+    user = only_reader(value)
     if user is not None and user.op_type == "Add":
         bias = _float_bias(_other_input(user, value))
         if bias is None:
             return "its integer bias is not derived from a constant float bias"
-        value, user = user.outputs[0], _only_use(user.outputs[0])
+        value, user = user.outputs[0], only_reader(user.outputs[0])
     if user is None or user.op_type != "Cast" or user.attributes.get_int("to", 0) != ir.DataType.FLOAT:
         return "its output is not cast to float"
-    cast, mul = user, _only_use(user.outputs[0])
+    cast, mul = user, only_reader(user.outputs[0])
     if mul is None or mul.op_type != "Mul":
         return "its float output is not multiplied by the scales"
     w_scale = _scale_product(_other_input(mul, cast.outputs[0]), quantize.outputs[1])

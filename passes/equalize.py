@@ -36,20 +36,13 @@ import numpy as np
 import onnx_ir as ir
 
 from irq.ir.edit import Namer, add_initializer
-from irq.ir.model import QModel, constant_array, node_label
+from irq.ir.model import QModel, constant_array, node_label, only_reader
 from irq.pipeline.infra import Pass, PassResult
 from irq.quant.probes import channel_absmax
 
 #: Ops between A and B that commute with a positive scale on each channel (axis 1).
 _COMMUTING = frozenset({"Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
                         "GlobalMaxPool", "Identity"})
-
-
-def _only_reader(value: ir.Value) -> ir.Node | None:
-    users = list(value.uses())
-    if len(users) != 1 or value.is_graph_output():
-        return None
-    return users[0][0]
 
 
 def _private_constant(value: ir.Value | None) -> np.ndarray | None:
@@ -108,7 +101,7 @@ def _find_pair(a: ir.Node) -> _Pair | str:
     if len(a.inputs) > 2 and a.inputs[2] is not None and _private_constant(a.inputs[2]) is None:
         return "bias is not a constant of its own"
     channels = w.shape[1] if transposed else w.shape[0]
-    node, flattened = _only_reader(a.outputs[0]), False
+    node, flattened = only_reader(a.outputs[0]), False
     while node is not None and (node.op_type in _COMMUTING or node.op_type == "Flatten"):
         slope = constant_array(node.inputs[1]) if node.op_type == "PRelu" else None
         if slope is not None and slope.size not in (1, channels):
@@ -117,7 +110,7 @@ def _find_pair(a: ir.Node) -> _Pair | str:
             if node.attributes.get_int("axis", 1) != 1:
                 return "Flatten on another axis"
             flattened = True
-        node = _only_reader(node.outputs[0])
+        node = only_reader(node.outputs[0])
     if node is None:
         return "its output is read by several nodes or is a model output"
     if node.op_type == "Clip":

@@ -115,6 +115,14 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return None
 
 
+def only_reader(value: ir.Value) -> ir.Node | None:
+    """The one node reading ``value``, when exactly one does and it is not a graph output."""
+    uses = list(value.uses())
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0][0]
+
+
 def float_value_names(graph: ir.Graph) -> list[str]:
     """Names of float32 activation values (node outputs and graph inputs) in graph order."""
     names = [v.name for v in graph.inputs if v.dtype == ir.DataType.FLOAT and v.name]
