@@ -4,7 +4,8 @@ Every tool gets the same float ONNX file and the same calibration .npz and write
 The worker prints a JSON line: artifact path, seconds spent in the tool (imports excluded) and
 the process's peak RSS.
 
-- irq-onnx / irq-tflite: ``irq.compile`` for onnx-int8 / tflite-int8 (irq-tflite-fp32 is the
+- irq-onnx / irq-tflite: ``irq.compile`` for onnx-int8 / tflite-int8 (irq-onnx-accurate, -max: its
+  presets; irq-onnx-adaround: the default pipeline with adaround; irq-tflite-fp32 is the
   float LiteRT baseline for latency, not a contender);
 - ort-default: onnxruntime ``quantize_static`` with its defaults (QDQ, int8 activations and weights
   (S8S8), per-tensor, MinMax);
@@ -46,10 +47,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _irq(target: str, model: Path, calib: DataSet | None, out: Path, preset: str | None = None) -> Path:
+def _irq(target: str, model: Path, calib: DataSet | None, out: Path, preset: str | None = None,
+         adaround: bool = False) -> Path:
     import irq
+    from irq.pipeline.targets import get_target
 
-    irq.compile(model, target, out, calib=calib, preset=preset)
+    # irq-onnx-adaround: the default (fast) pipeline with learned rounding before bias correction
+    pipeline = get_target(target).pipeline.replace("bias-correct", "adaround,bias-correct") if adaround else None
+    irq.compile(model, target, out, calib=calib, preset=preset, pipeline=pipeline)
     return out / ("model.onnx" if target.startswith("onnx") else "model.tflite")
 
 
@@ -151,6 +156,7 @@ def run_tool(tool: str, model: Path, calib_path: Path, out: Path) -> dict[str, A
         "irq-onnx": lambda: _irq("onnx-int8", model, calib, out),
         "irq-onnx-accurate": lambda: _irq("onnx-int8", model, calib, out, "accurate"),
         "irq-onnx-max": lambda: _irq("onnx-int8", model, calib, out, "max"),
+        "irq-onnx-adaround": lambda: _irq("onnx-int8", model, calib, out, adaround=True),
         "irq-tflite": lambda: _irq("tflite-int8", model, calib, out),
         "irq-tflite-fp32": lambda: _irq("tflite-fp32", model, calib, out),  # the data fixes dynamic shapes
         "ort-default": lambda: _ort(model, calib, out, False),

@@ -8,7 +8,7 @@ defaults (accuracy, size, time, memory) and against the float model in the same 
 
     .venv/bin/python bench/anchors.py [--models fashion-cnn,efficientnet-lite0,resnet50]
         [--tools irq-onnx,irq-tflite,ort-default,ort-pc,ort-pc-pct,onnx2tf-oiqt,tflite-plain]
-        [--tools ...,irq-onnx-accurate,irq-onnx-max,quark-pc,quark-pc-cle,quark-adaround]
+        [--tools ...,irq-onnx-accurate,irq-onnx-max,irq-onnx-adaround,quark-pc,quark-pc-cle,quark-adaround]
             (irq's presets; AMD Quark: `make quark-env` first)
         [--onnx2tf-on fashion-cnn,efficientnet-lite0] [--fashion-full] [--runs 30] [--md FILE]
 

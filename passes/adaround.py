@@ -4,17 +4,25 @@ Round-to-nearest minimises each weight's own error, not the layer's output error
 the difference decides whether a CNN works (Nagel et al., "Up or Down? Adaptive Rounding for
 Post-Training Quantization", 2020). For each Conv (2-D) and Gemm whose weights the plan
 quantizes, with the scales already chosen (max-abs or weight-scales'), this pass optimises a
-soft rounding h(V) in [0, 1] per weight so that op(x, W) - op(x, s * (floor(W / s) + h(V)))
-is small on the layer's float inputs, while a regulariser, annealed, pushes every h to 0 or 1;
-then it keeps floor(W / s) + [h >= 0.5] (or round-to-nearest, where the learnt rounding does
-worse on the rows it checks). When a Relu or Clip alone consumes the layer, the error is taken
-after it, bias included: a ReLU6 hides every error outside [0, 6] (EfficientNet-Lite0 int8, 100
-samples: KL(float || int8) 0.0104 -> 0.0094; round-to-nearest 0.0123). Torch on CPU, a bounded
-number of steps per layer and a time limit for the whole pass (layers left when it runs out keep
-round-to-nearest, and the record says which). Inputs are captured a few layers at a time in one
-float run per group, so memory holds one group's activations, never the whole model's.
+soft rounding h(V) in [0, 1] per weight so that op(x, W) - op(x_q, s * (floor(W / s) + h(V)))
+is small, x being the layer's float input and x_q what the quantized model gives it, while a
+regulariser, annealed, pushes every h to 0 or 1; then it keeps floor(W / s) + [h >= 0.5] (or
+round-to-nearest, where the learnt rounding does worse on the rows it checks). Layers are
+learnt in graph order and x_q is captured just before each, with every earlier layer's learnt
+rounding in, so each layer also makes up for the error upstream of it (as AMD Quark's fast
+finetune does; ``inputs=float`` learns on x alone). When a Relu or Clip alone consumes the
+layer, the error is taken after it, bias included: a ReLU6 hides every error outside [0, 6].
+EfficientNet-Lite0 int8, 100 samples, KL(float || int8) on held-out crops: round-to-nearest
+with bias correction 0.0123, float inputs 0.0094, quantized inputs 0.0047 (bench/RESULTS.md).
+Torch on CPU, a bounded number of steps per layer and a time limit for the whole pass (layers
+left when it runs out keep round-to-nearest, and the record says which). Float inputs are
+captured a few layers at a time in one run per group, quantized ones one layer at a time from
+the graph cut down to what computes them, so memory holds one group's activations, never the
+whole model's.
 
-The integer weights land in ``qmodel.rounded_weights``; bias-correct and insert-qdq use them.
+The integer weights land in ``qmodel.rounded_weights``; insert-qdq uses them, and bias-correct
+leaves the layers learnt on quantized inputs alone (``qmodel.output_matched``): their rounding
+already absorbs the mean shift, and correcting it again undid half the gain (KL 0.0047 -> 0.0074).
 Run after plan-precision (and weight-scales), before bias-correct.
 """
 
@@ -50,6 +58,33 @@ def _conv_args(node: ir.Node, w: np.ndarray) -> dict[str, Any] | str:
     pads = list(attrs.get_ints("pads", [0, 0, 0, 0]))
     return {"stride": tuple(attrs.get_ints("strides", [1, 1])), "dilation": tuple(attrs.get_ints("dilations", [1, 1])),
             "groups": attrs.get_int("group", 1), "pad": (pads[1], pads[3], pads[0], pads[2])}
+
+
+def _prefix(proto: Any, name: str) -> Any:
+    """``proto`` cut down to the nodes that compute ``name`` (the rest would run for nothing)."""
+    import onnx
+
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    needed, stack, seen = set(), [name], set()
+    while stack:
+        value = stack.pop()
+        node = producer.get(value)
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        needed.add(id(node))
+        stack.extend(i for i in node.input if i)
+    cut = onnx.ModelProto()
+    cut.CopyFrom(proto)
+    keep = [n for n in proto.graph.node if id(n) in needed]
+    del cut.graph.node[:]
+    cut.graph.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    kept_init = [t for t in proto.graph.initializer if t.name in used]
+    del cut.graph.initializer[:]
+    cut.graph.initializer.extend(kept_init)
+    del cut.graph.output[:]
+    return cut
 
 
 @dataclass
@@ -207,9 +242,9 @@ class AdaRound(Pass):
     window: int = 16  # output rows/columns a Conv step sees (0: the whole map)
     seconds: float = 600.0
     seed: int = 0
-    #: What a layer learns on: its float inputs, or (``quantized``) the inputs the model quantized so
-    #: far gives it. On EfficientNet-Lite0 W4A8 ``quantized`` did worse (agreement 0.42 against 0.59).
-    inputs: str = "float"
+    #: What a layer learns on: the inputs the model quantized so far gives it (``quantized``), or
+    #: its float inputs (``float``: faster, one capture per group of layers).
+    inputs: str = "quantized"
     #: Reconstruct after the layer's Relu/Clip (with its bias) when that alone consumes it.
     activation: bool = True
 
@@ -236,20 +271,22 @@ class AdaRound(Pass):
         for group in self._groups(layers, data):
             names = [layer.node.inputs[0].name or "" for layer in group]  # type: ignore[union-attr]
             inputs = self._capture(qmodel.to_proto(), names, data)
-            quantized = self._quantized_inputs(qmodel, group, data) if self.inputs == "quantized" else {}
             for layer in group:
                 if time.perf_counter() - start > self.seconds:
                     skipped[layer.label] = f"time limit ({self.seconds:g} s) reached: round to nearest"
                     continue
                 x = inputs[layer.node.inputs[0].name or ""]  # type: ignore[union-attr]
-                learner = _Learner(layer, x, quantized.get(layer.label), self.steps, self.batch, self.lr, self.reg,
-                                   self.window)
+                # captured just before learning, so every earlier layer's learnt rounding is in
+                x_q = self._quantized_input(qmodel, layer, data) if self.inputs == "quantized" else None
+                learner = _Learner(layer, x, x_q, self.steps, self.batch, self.lr, self.reg, self.window)
                 q, before, after = learner.learn(rng)
                 qmodel.weight_scales[layer.label] = layer.scales
                 qmodel.rounded_weights[layer.label] = q.astype(weight_qtype(layer.node, qmodel.scheme).numpy_dtype)
+                if x_q is not None and after < before:  # a layer that fell back to nearest keeps bias-correct
+                    qmodel.output_matched.add(layer.label)
                 done.append(layer.label)
                 errors.append(after / before if before > 0 else 1.0)
-            del inputs, quantized
+            del inputs
         qmodel.analysis.record(self.name, layers=len(done), skipped=skipped, samples=len(data), steps=self.steps,
                                seconds=round(time.perf_counter() - start, 2),
                                mean_error_ratio=float(np.mean(errors)) if errors else 1.0)
@@ -298,15 +335,16 @@ class AdaRound(Pass):
         return [g for g in groups if g]
 
     @staticmethod
-    def _quantized_inputs(qmodel: QModel, group: list[_Layer], data: Any) -> dict[str, np.ndarray]:
-        """Per layer of ``group``, its input in the model quantized as planned so far (roundings learnt included)."""
+    def _quantized_input(qmodel: QModel, layer: _Layer, data: Any) -> np.ndarray | None:
+        """``layer``'s input in the model quantized as planned, with the roundings learnt so far."""
         from irq.passes.insert_qdq import InsertQDQ
 
         current = InsertQDQ().run(qmodel.clone()).model.to_proto()
-        by_name = {n.name: n for n in current.graph.node}
-        names = {layer.label: by_name[layer.label].input[0] for layer in group if layer.label in by_name}
-        values = AdaRound._capture(current, list(names.values()), data)
-        return {label: values[name] for label, name in names.items()}
+        reader = next((n for n in current.graph.node if n.name == layer.label), None)
+        if reader is None:
+            return None
+        name = reader.input[0]
+        return AdaRound._capture(_prefix(current, name), [name], data)[name]
 
     @staticmethod
     def _capture(proto: Any, names: list[str], data: Any) -> dict[str, np.ndarray]:

@@ -186,9 +186,12 @@ class BiasCorrect(Pass):
 
     def run(self, qmodel: QModel) -> PassResult:
         """Measure every planned layer's shift in one float run (insert-qdq adds it to the bias)."""
-        targets = _targets(qmodel)
+        every = _targets(qmodel)
+        targets = [(node, r) for node, r in every if node_label(node) not in qmodel.output_matched]
         if not targets or qmodel.calibration is None:
-            why = "no calibration data" if qmodel.calibration is None else "no int8 Conv/Gemm"
+            why = "no calibration data" if qmodel.calibration is None else \
+                "every int8 Conv/Gemm's rounding was learnt on quantized inputs (adaround)" if every else \
+                "no int8 Conv/Gemm"
             qmodel.analysis.record(self.name, layers=0, skipped=why)
             return PassResult(qmodel, False)
         data = qmodel.calibration.head(self.samples) if self.samples else qmodel.calibration
@@ -207,5 +210,5 @@ class BiasCorrect(Pass):
                                    for (node, _), shift in zip(targets, shifts, strict=True)})
         largest = max((float(np.max(np.abs(s), initial=0.0)) for s in shifts), default=0.0)
         qmodel.analysis.record(self.name, layers=len(targets), samples=samples, largest_shift=largest,
-                               means_from=source)
+                               means_from=source, learnt_on_quantized_inputs=len(every) - len(targets))
         return PassResult(qmodel, True)

@@ -265,3 +265,32 @@ def test_adaround_reconstructs_after_the_relu_or_relu6_that_alone_consumes_a_lay
     for consumer, b, has_bias in found.values():
         assert (b is not None) == (consumer in (["Relu"], ["Clip"])), found  # the linear head has none
         assert b is None or has_bias, found  # the folded BN's bias goes in with the activation
+
+
+def test_adaround_on_quantized_inputs_learns_each_layer_after_the_earlier_ones_and_bias_correct_leaves_it(
+        tiny_cnn_proto, tiny_data, monkeypatch):
+    from irq.data import load_npz
+    from irq.data.conform import conform
+    from irq.passes.adaround import AdaRound
+    from irq.pipeline.prepare import quantize
+
+    seen: list[tuple[str, set[str]]] = []
+    capture = AdaRound._quantized_input
+
+    def recording(qmodel, layer, data):
+        seen.append((layer.label, set(qmodel.rounded_weights)))
+        return capture(qmodel, layer, data)
+
+    monkeypatch.setattr(AdaRound, "_quantized_input", staticmethod(recording))
+    target = get_target("onnx-int8")
+    model = import_model(tiny_cnn_proto)
+    calib = conform(load_npz(tiny_data), model.graph, "calibration")
+    pipeline = target.pipeline.replace("bias-correct", "adaround{steps=40,samples=32,inputs=quantized},bias-correct")
+    q = quantize(model, target, calib, pipeline=pipeline)
+    assert len(seen) >= 4
+    for k, (label, learnt) in enumerate(seen):  # every earlier layer's rounding is in its inputs
+        assert learnt == {earlier for earlier, _ in seen[:k]}, (label, learnt)
+    assert q.output_matched and q.output_matched <= set(q.rounded_weights)
+    assert not q.output_matched & set(q.bias_shifts)  # their rounding already absorbs the mean shift
+    record = q.analysis.of("bias-correct")  # it says why those layers kept their bias
+    assert record.get("learnt_on_quantized_inputs") == len(q.output_matched) or "adaround" in record["skipped"]

@@ -51,6 +51,10 @@ class QModel:
     #: Per layer, integer weights a learned rounding chose (adaround; with that layer's
     #: ``weight_scales``), used in place of round-to-nearest.
     rounded_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Layers whose rounding was fitted to the float model's output on the inputs the quantized
+    #: model gives them (adaround ``inputs=quantized``): it already absorbs their output's mean
+    #: shift and the error upstream, which bias-correct would partly undo, so it leaves them alone.
+    output_matched: set[str] = field(default_factory=set)
     #: Per layer input (a value name), its mean over the calibration samples (axis 0), which
     #: ``calibrate{input-means=N}`` measures (first N samples) in its sweep so that bias-correct needs no run.
     input_means: dict[str, np.ndarray] = field(default_factory=dict)
@@ -84,6 +88,7 @@ class QModel:
                                    plan=dict(self.plan), analysis=self.analysis.copy(),
                                    history=list(self.history), bias_shifts=dict(self.bias_shifts),
                                    weight_scales=dict(self.weight_scales), rounded_weights=dict(self.rounded_weights),
+                                   output_matched=set(self.output_matched),
                                    input_means=dict(self.input_means))
 
     def save(self, path: Path) -> None:
