@@ -22,7 +22,7 @@ from irq.pipeline.infra import Pass, PassResult
 from irq.quant.arith import activation_spec, quantize_bias
 from irq.quant.recurrent import RECURRENT_OPS, int8_recurrent_weights
 from irq.quant.spec import Precision, QType, QuantSpec, TensorRange
-from irq.quant.weight_range import layer_weight, range_decision, weight_axis, weight_qtype
+from irq.quant.weight_range import layer_weight, planned_weight, range_decision
 
 #: Ops whose output takes the input's quantization parameters (they only move values).
 PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
@@ -181,19 +181,13 @@ class _Rewriter:
         return dq.outputs[0]
 
     def _quantize_weights(self, node: ir.Node, label: str) -> bool:
-        # An embedding table (Gather's input 0) is quantized per row; a layer's weight is input 1.
-        index = 0 if node.op_type == "Gather" else 1
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather") or len(node.inputs) < 2:
+        found = planned_weight(self._q, node, label)
+        if found is None:
             return False
-        w_value = node.inputs[index]
-        w = constant_array(w_value)
-        if w is None or w.dtype != np.float32:
-            return False
-        per_channel = self._q.plan[label].per_channel
-        axis = (0 if index == 0 else weight_axis(node, w.ndim)) if per_channel else None
         # An int4 scheme gets int4 values ([-7, 7], scale max|w|/7) held in int8 initializers:
         # packed INT4 storage would need opset 21, which changes other ops' signatures.
-        qtype = weight_qtype(node, self._q.scheme)
+        index, w, axis, qtype = found
+        w_value = node.inputs[index]
         w_q, scales = layer_weight(self._q, label, w, axis, qtype)
         shift = self._q.bias_shifts.get(label)
         if shift is not None and node.op_type in ("Conv", "Gemm"):

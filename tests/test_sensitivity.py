@@ -85,7 +85,7 @@ def test_broken_layer_ranks_first_both_ways(broken_result):
     assert top["confirmed"] and top["gain_full"]["sqnr"] > 10  # keeping it float fixes most of the damage
     assert [r["rank"] for r in broken_result.rows] == list(range(1, len(broken_result.rows) + 1))
     assert {r["layer"] for r in broken_result.rows} >= {"/features/features.0/Conv", "/classifier/classifier.4/Gemm"}
-    assert broken_result.samples == {"subset": 100, "full": 300}
+    assert broken_result.samples == {"subset": 100, "full": 128}  # the confirmation reads 128 spread samples
 
 
 def test_one_pass_layer_errors_find_the_broken_layer(broken_result):
@@ -264,3 +264,31 @@ def test_grow_checks_every_layer_first_when_doubling_cannot_reach_it():
     assert found is not None and 300 <= found < 340  # bisection used what was left
     assert Oracle(10, 341).grow(order) is None  # nothing meets: said after two evaluations
     assert Oracle(30, 5).grow(order) == 5  # with evaluations to spare, doubling finds small answers
+
+
+def test_candidates_run_downstream_of_their_change_score_as_the_whole_candidates(broken_model):
+    from irq.backends.onnx_qdq import OnnxRunner
+    from irq.quant.spec import Precision
+    from irq.sensitivity.candidates import calibrate_once, proxy_suffix, split_pipeline
+    from irq.sensitivity.downstream import SharedPrefix, SuffixRunner, split
+    from irq.sensitivity.units import find_units
+    from irq.verify.run import run_dataset, run_together
+
+    target, data = get_target("onnx-int8"), zoo.eval_data("fashion-cnn", 40)
+    base = calibrate_once(import_model(broken_model), target, zoo.calibration_data("fashion-cnn"),
+                          recipe_from_dict(PER_TENSOR))
+    suffix = proxy_suffix(split_pipeline(target)[1])
+    units = find_units(base)
+    every = overrides_for(units, Precision.FP32)
+    for reference, members, isolate in ((every, [{k: v for k, v in every.items() if k not in u.members}
+                                                 for u in units], False),
+                                        ({}, [overrides_for([u], Precision.FP32) for u in units], True)):
+        ref = pin(base, reference, suffix, isolate=isolate).to_proto()
+        candidates = [pin(base, m, suffix, isolate=isolate).to_proto() for m in members]
+        parts = [split(c, ref) for c in candidates]
+        assert any(len(p.model.graph.node) < len(c.graph.node) / 2 for p, c in zip(parts, candidates, strict=True))
+        prefix = SharedPrefix(ref, parts, 1)
+        together = run_together([SuffixRunner(prefix, p, 1) for p in parts], data, batch_size=16)
+        for c, got in zip(candidates, together, strict=True):
+            whole = run_dataset(OnnxRunner(c.SerializeToString(), 1), data, batch_size=16)
+            np.testing.assert_allclose(got[0], whole[0], rtol=1e-5, atol=1e-5)

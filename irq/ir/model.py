@@ -81,9 +81,14 @@ class QModel:
         """The serialized ONNX model as bytes, for in-memory onnxruntime sessions."""
         return self.to_proto().SerializeToString()
 
-    def clone(self) -> QModel:
-        """A deep copy of the graph with shallow copies of the annotations."""
-        model = ir.serde.deserialize_model(self.to_proto())
+    def clone(self, share_tensors: bool = False) -> QModel:
+        """A deep copy of the graph with shallow copies of the annotations.
+
+        ``share_tensors``: the copy's initializers are the same tensor objects (onnx-ir's own
+        clone, no serialization: 3x faster on EfficientNet-Lite0), for callers whose passes only
+        ever add tensors, as the sensitivity candidates' insert-qdq does.
+        """
+        model = self.model.clone() if share_tensors else ir.serde.deserialize_model(self.to_proto())
         return dataclasses.replace(self, model=model, ranges=dict(self.ranges),
                                    plan=dict(self.plan), analysis=self.analysis.copy(),
                                    history=list(self.history), bias_shifts=dict(self.bias_shifts),

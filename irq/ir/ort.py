@@ -11,13 +11,42 @@ import onnxruntime as ort
 
 from irq.errors import VerificationError
 
+#: Initializer types handed to onnxruntime as arrays by ``make_session(..., weights_in_memory=True)``.
+_ARRAY_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+                onnx.TensorProto.INT32, onnx.TensorProto.INT64}
+
+
+def _without_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """``model`` with each large initializer reduced to a stub marked external, and the arrays."""
+    from onnx import numpy_helper
+
+    graph, arrays, kept = model.graph, {}, []
+    for t in graph.initializer:
+        if t.data_type in _ARRAY_TYPES and t.data_location != onnx.TensorProto.EXTERNAL and \
+                int(np.prod(t.dims)) >= 256:
+            arrays[t.name] = numpy_helper.to_array(t)
+            stub = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            stub.external_data.add(key="location", value="in-memory")
+            kept.append(stub)
+        else:
+            kept.append(t)
+    light = onnx.helper.make_graph(graph.node, graph.name, graph.input, graph.output, kept,
+                                   value_info=graph.value_info)
+    out = onnx.helper.make_model(light, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    out.functions.extend(model.functions)
+    return out, arrays
+
 
 def make_session(model: onnx.ModelProto | bytes | str, threads: int | None = None,
-                 optimize: bool = True) -> ort.InferenceSession:
+                 optimize: bool = True, weights_in_memory: bool = False) -> ort.InferenceSession:
     """A CPU session; ``threads`` defaults to ``$IRQ_THREADS``, else the machine's cores.
 
     ``irq batch`` sets ``IRQ_THREADS`` in its workers to their share of the cores: sessions in
-    parallel processes that each spin one thread per core slow each other down.
+    parallel processes that each spin one thread per core slow each other down. With
+    ``weights_in_memory`` (a ModelProto only), large initializers reach onnxruntime as arrays
+    instead of through protobuf serialization, which costs more than the session itself for
+    the many short-lived sessions of a sensitivity run.
     """
     opts = ort.SessionOptions()
     env = os.environ.get("IRQ_THREADS", "")
@@ -26,9 +55,17 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int | None = Non
     opts.log_severity_level = 3
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    arrays: dict[str, np.ndarray] = {}
+    values: list[ort.OrtValue] = []
+    if weights_in_memory and isinstance(model, onnx.ModelProto):
+        model, arrays = _without_weights(model)
+        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+        opts.add_external_initializers(list(arrays), values)
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
-        return ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
+        session._irq_arrays = (arrays, values, opts)  # type: ignore[attr-defined]  # read in place
+        return session
     except Exception as e:  # onnxruntime raises its own untyped errors
         raise VerificationError(f"onnxruntime cannot load the model: {str(e).splitlines()[0]}") from e
 

@@ -109,3 +109,20 @@ def layer_weight(qmodel: QModel, label: str, w: np.ndarray, axis: int | None,
     if rounded is not None and scales is not None and rounded.shape == w.shape:
         return rounded, np.asarray(scales, np.float32)
     return quantize_weight(w, axis, qtype, scales)
+
+
+#: Ops whose constant weight (input 1; a Gather's table, input 0) insert-qdq quantizes.
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"})
+
+
+def planned_weight(qmodel: QModel, node: ir.Node, label: str) -> tuple[int, np.ndarray, int | None, QType] | None:
+    """(input index, float weights, axis, integer type) of the weight insert-qdq quantizes in ``node``."""
+    # An embedding table (Gather's input 0) is quantized per row; a layer's weight is input 1.
+    index = 0 if node.op_type == "Gather" else 1
+    if node.op_type not in WEIGHT_OPS or len(node.inputs) < 2:
+        return None
+    w = constant_array(node.inputs[index])
+    if w is None or w.dtype != np.float32:
+        return None
+    axis = (0 if index == 0 else weight_axis(node, w.ndim)) if qmodel.plan[label].per_channel else None
+    return index, w, axis, weight_qtype(node, qmodel.scheme)

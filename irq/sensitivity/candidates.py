@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from irq.data import DataSet, StoredData
 from irq.errors import InputError
-from irq.ir.model import QModel
+from irq.ir.model import QModel, node_label
 from irq.pipeline.infra import Instrument, PassManager
 from irq.pipeline.registry import format_pipeline, parse_pipeline
 from irq.pipeline.targets import Target
@@ -71,7 +71,7 @@ def pin(base: QModel, overrides: Mapping[str, Precision], suffix: str, reason: s
     float as well (see ``irq.sensitivity.boundaries``); scoring a layer quantized alone turns
     ``isolate`` off.
     """
-    work = base.clone()
+    work = base.clone(share_tensors=True)  # the suffixes (insert-qdq, quantize-dynamic...) add tensors, never write
     for label, precision in overrides.items():
         old = work.plan.get(label)
         work.plan[label] = LayerDecision(precision, reason, old.granularity if old else Granularity.PER_CHANNEL,
@@ -118,14 +118,38 @@ class Task:
     overrides: tuple[tuple[str, str], ...] | None = None
     layerwise: tuple[Any, ...] = ()
     isolate: bool = True
+    #: Several candidates (overrides, isolate) run together, each only downstream of where it
+    #: differs from ``reference`` (see ``irq.sensitivity.downstream``); the result is a list.
+    group: tuple[tuple[tuple[tuple[str, str], ...], bool], ...] = ()
+    reference: tuple[tuple[tuple[str, str], ...], bool] = ((), True)
 
 
 _STATE: dict[str, Any] = {}
 
 
+def with_integer_weights(base: QModel) -> QModel:
+    """``base`` with every planned layer's integer weights chosen once, in place.
+
+    insert-qdq would round each layer again in each of a run's hundred-odd candidates (a
+    fifth of a candidate's build on EfficientNet-Lite0); learnt roundings are kept as they are.
+    """
+    from irq.quant.weight_range import layer_weight, planned_weight
+
+    for node in base.graph:
+        label = node_label(node)
+        decision = base.plan.get(label)
+        if decision is None or not decision.precision.has_qdq_weights or label in base.rounded_weights:
+            continue
+        found = planned_weight(base, node, label)
+        if found is not None:
+            _, w, axis, qtype = found
+            base.rounded_weights[label], base.weight_scales[label] = layer_weight(base, label, w, axis, qtype)
+    return base
+
+
 def _init(space: Workspace) -> None:
     _STATE.clear()
-    _STATE.update(space=space, base=space.base(), data={})
+    _STATE.update(space=space, base=with_integer_weights(space.base()), data={})
 
 
 def _dataset(name: str) -> DataSet:
@@ -142,6 +166,8 @@ def run_task(task: Task) -> Any:
 
     space: Workspace = _STATE["space"]
     data = _dataset(task.data)
+    if task.group:
+        return _run_group(task, data)
     if task.overrides is None:
         return run_dataset(OnnxRunner(space.float_model, space.threads), data)
     overrides = {label: Precision(p) for label, p in task.overrides}
@@ -151,6 +177,29 @@ def run_task(task: Task) -> Any:
 
         return layer_errors(_STATE["base"], model, list(task.layerwise), data, space.threads)
     return run_dataset(OnnxRunner(model.to_bytes(), space.threads), data)
+
+
+def _pinned(key: tuple[tuple[tuple[str, str], ...], bool]) -> QModel:
+    overrides, isolate = key
+    return pin(_STATE["base"], {label: Precision(p) for label, p in overrides}, _STATE["space"].suffix,
+               isolate=isolate)
+
+
+def _run_group(task: Task, data: DataSet) -> list[list[Any]]:
+    """Each candidate of ``task.group`` from one shared reference run per batch, then its own suffix."""
+    from irq.sensitivity.downstream import SharedPrefix, SuffixRunner, split, worth_sharing
+    from irq.verify.run import run_together
+
+    threads = _STATE["space"].threads
+    references = _STATE.setdefault("references", {})
+    if task.reference not in references:  # the same reference serves many groups
+        references[task.reference] = _pinned(task.reference).to_proto()
+    reference = references[task.reference]
+    candidates = [_pinned(member).to_proto() for member in task.group]
+    suffixes = worth_sharing(candidates, [split(c, reference) for c in candidates])
+    del candidates
+    prefix = SharedPrefix(reference, suffixes, threads)
+    return run_together([SuffixRunner(prefix, s, threads) for s in suffixes], data)
 
 
 class Evaluator:
@@ -188,6 +237,16 @@ class Evaluator:
         self.close()
 
 
+def _key(overrides: Mapping[str, Precision]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v.value) for k, v in overrides.items()))
+
+
 def as_task(overrides: Mapping[str, Precision], data: str, isolate: bool = True) -> Task:
     """A picklable task for ``overrides`` on data set ``data``."""
-    return Task(data, tuple(sorted((k, v.value) for k, v in overrides.items())), isolate=isolate)
+    return Task(data, _key(overrides), isolate=isolate)
+
+
+def as_group(members: Sequence[Mapping[str, Precision]], reference: Mapping[str, Precision], data: str,
+             isolate: bool = True) -> Task:
+    """One task for several candidates that each differ from ``reference`` in a few layers."""
+    return Task(data, group=tuple((_key(m), isolate) for m in members), reference=(_key(reference), isolate))

@@ -17,7 +17,9 @@ def _add_search_tuning(p: argparse.ArgumentParser | Any) -> None:
                    help="precision of layers left out of int8 (auto: fp16 on Core ML; on static ONNX targets "
                    "int16 first, then fp32; else fp32)")
     p.add_argument("--subset", type=int, default=16, help="samples for the first scoring round (0: all)")
-    p.add_argument("--confirm", type=int, default=4, help="top layers re-scored on the whole evaluation set")
+    p.add_argument("--confirm", type=int, default=4, help="top layers re-scored on more of the evaluation set")
+    p.add_argument("--confirm-samples", type=int, default=128,
+                   help="evaluation samples (evenly spread) the top layers are re-scored on (0: all)")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes (1 thread each)")
 
 
@@ -36,7 +38,8 @@ def _search_options(args: argparse.Namespace, metric: str):
     from irq.sensitivity.analysis import SensitivityOptions
     from irq.sensitivity.mixed import SearchOptions
 
-    sens = SensitivityOptions(metric, args.subset, args.confirm, args.workers, args.keep)
+    sens = SensitivityOptions(metric, args.subset, args.confirm, args.workers, args.keep,
+                              confirm_samples=args.confirm_samples)
     return SearchOptions(sens, max_evals=getattr(args, "max_evals", 20))
 
 

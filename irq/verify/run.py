@@ -70,9 +70,35 @@ def run_dataset(runner: Runner, data: DataSet, batch_size: int = 32) -> list[np.
             if axes is None:  # cannot tell the batch axis: start again one row at a time
                 size, chunks, start = 1, [], 0
                 continue
-        chunks.append([o[None] if a is None else np.moveaxis(o, a, 0) for o, a in zip(outs, axes, strict=True)])
+        chunks.append(_batch_first(outs, axes))
         start = stop
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def _batch_first(outs: list[np.ndarray], axes: list[int | None]) -> list[np.ndarray]:
+    return [o[None] if a is None else np.moveaxis(o, a, 0) for o, a in zip(outs, axes, strict=True)]
+
+
+def run_together(runners: list[Runner], data: DataSet, batch_size: int = 32) -> list[list[np.ndarray]]:
+    """``run_dataset`` for each of ``runners``, batch by batch in step.
+
+    Every runner gets the same feeds object for a batch, so work they share (a common prefix)
+    is done once per batch.
+    """
+    size = min([batch_size, data.max_batch() or batch_size, *(r.max_batch or batch_size for r in runners)])
+    axes: list[list[int | None] | None] = [None] * len(runners)
+    chunks: list[list[list[np.ndarray]]] = [[] for _ in runners]
+    for start in range(0, len(data), size):
+        stop = min(start + size, len(data))
+        feeds = data.feed(start, stop)
+        for i, runner in enumerate(runners):
+            outs = _run(runner, feeds)
+            if axes[i] is None:
+                axes[i] = output_batch_axes(runner, data, outs, stop - start)
+                if axes[i] is None:  # cannot tell the batch axis: this model alone, one row at a time
+                    return [run_dataset(r, data, batch_size) for r in runners]
+            chunks[i].append(_batch_first(outs, axes[i]))  # type: ignore[arg-type]
+    return [[np.concatenate([c[j] for c in cs]) for j in range(len(cs[0]))] for cs in chunks]
 
 
 def is_classifier(output: np.ndarray) -> bool:
