@@ -65,15 +65,13 @@ def _prefix(proto: Any, name: str) -> Any:
     import onnx
 
     producer = {out: node for node in proto.graph.node for out in node.output}
-    needed, stack, seen = set(), [name], set()
+    needed: set[int] = set()
+    stack = [name]
     while stack:
-        value = stack.pop()
-        node = producer.get(value)
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        needed.add(id(node))
-        stack.extend(i for i in node.input if i)
+        node = producer.get(stack.pop())
+        if node is not None and id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(i for i in node.input if i)
     cut = onnx.ModelProto()
     cut.CopyFrom(proto)
     keep = [n for n in proto.graph.node if id(n) in needed]

@@ -64,7 +64,8 @@ def make_session(model: onnx.ModelProto | bytes | str, threads: int | None = Non
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
         session = ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
-        session._irq_arrays = (arrays, values, opts)  # type: ignore[attr-defined]  # read in place
+        if arrays:  # onnxruntime reads them in place: they live as long as the session
+            session._irq_arrays = (arrays, values, opts)  # type: ignore[attr-defined]
         return session
     except Exception as e:  # onnxruntime raises its own untyped errors
         raise VerificationError(f"onnxruntime cannot load the model: {str(e).splitlines()[0]}") from e

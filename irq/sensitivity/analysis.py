@@ -209,7 +209,7 @@ class _Run:
         all_q: dict = {}
         f_sub = ev.submit(Task("subset"))
         q_sub = ev.submit(as_task(all_q, "subset"))
-        futures = self._submit(ev, plan, "subset")
+        futures = self._submit(ev, [(u.name, alone, abo) for u, alone, abo in plan], "subset")
         units = [u for u, _, _ in plan]
         lw = ev.submit(Task("subset", (), tuple(units))) if opts.layerwise else None
         f_full = ev.submit(Task("full")) if confirm and opts.confirm else None
@@ -232,14 +232,12 @@ class _Run:
                                  baseline, {}, base, {"subset": len(sub), "full": len(data)})
 
     def _submit(self, ev: Evaluator, plan: list, data: str) -> dict[tuple[str, str], Any]:
-        """Both modes' candidates of ``plan`` ((unit or name, alone, all-but-one) rows) on ``data``."""
-        def name(u: Any) -> str:
-            return u if isinstance(u, str) else u.name
+        """Both modes' candidates of ``plan`` ((unit name, alone, all-but-one) rows) on ``data``."""
         futures: dict[tuple[str, str], Any] = {}
         if not self.options.downstream:
-            for u, alone, abo in plan:
-                futures[(name(u), "alone")] = ev.submit(as_task(alone, data, isolate=False))
-                futures[(name(u), "all_but_one")] = ev.submit(as_task(abo, data))
+            for name, alone, abo in plan:
+                futures[(name, "alone")] = ev.submit(as_task(alone, data, isolate=False))
+                futures[(name, "all_but_one")] = ev.submit(as_task(abo, data))
             return futures
         references = {"alone": (self.every_high, False), "all_but_one": ({}, True)}
         for column, mode in ((1, "alone"), (2, "all_but_one")):
@@ -247,7 +245,7 @@ class _Run:
             for chunk in _chunks(plan, self.options.workers):
                 group = ev.submit(as_group([row[column] for row in chunk], reference, data, isolate))
                 for k, row in enumerate(chunk):
-                    futures[(name(row[0]), mode)] = _Member(group, k)
+                    futures[(row[0], mode)] = _Member(group, k)
         return futures
 
     def _confirm(self, ev: Evaluator, order: list[dict], plan: list, full: tuple, data: DataSet, names: list[str],

@@ -106,11 +106,9 @@ def worth_sharing(candidates: Sequence[onnx.ModelProto], suffixes: Sequence[Suff
     Node counts stand in for cost: the shared run costs about one whole model, so the group
     must save more than that; a member whose suffix is most of its model runs whole.
     """
-    share = [len(s.model.graph.node) / max(len(c.graph.node), 1) < 0.9 for c, s in zip(candidates, suffixes,
-                                                                                       strict=True)]
-    saved = sum(1 - len(s.model.graph.node) / max(len(c.graph.node), 1)
-                for c, s, ok in zip(candidates, suffixes, share, strict=True) if ok)
-    if saved <= 1:
+    parts = [len(s.model.graph.node) / max(len(c.graph.node), 1) for c, s in zip(candidates, suffixes, strict=True)]
+    share = [f < 0.9 for f in parts]
+    if sum(1 - f for f, ok in zip(parts, share, strict=True) if ok) <= 1:
         share = [False] * len(share)
     return [s if ok else whole(c) for c, s, ok in zip(candidates, suffixes, share, strict=True)]
 
